@@ -1,0 +1,34 @@
+# Quick start: `make demo` (the main job) and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# On this project's machines torch==2.13.0 is a local CPU build; a bare `torch` pulls a CUDA
+# build of several GB. An already-installed torch (in the venv, or in $(PYTHON)'s site-packages)
+# is kept.
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.py pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+	  if $(PYTHON) -c "import torch" 2>/dev/null; then \
+	    echo "csakd_fast: keeping the torch of $(PYTHON) (venv with system site-packages)"; \
+	    $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else $(PYTHON) -m venv $(VENV); fi; fi
+	$(PY) -m pip install -q --upgrade pip
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+	  echo "csakd_fast: keeping torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	else $(PY) -m pip install -q "$(TORCH)"; fi
+	@$(PY) -c "import triton" 2>/dev/null || $(PY) -m pip install -q triton \
+	  || echo "csakd_fast: no Triton wheel for this platform: the Triton tests will be skipped"
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $@
+
+test: venv
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,80 @@
+"""Argument validation shared by every public entry point.
+
+Every check raises ``ValueError`` naming the argument, what was expected and what was received;
+nothing is broadcast, truncated or silently converted.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+
+
+def _shape(x: torch.Tensor) -> str:
+    return "(" + ", ".join(str(d) for d in x.shape) + ")"
+
+
+def tensor(name: str, x, ndim: int | None = None, *, floating: bool = True) -> torch.Tensor:
+    """``x`` must be a tensor (of rank ``ndim`` and a floating dtype when asked)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if ndim is not None and x.dim() != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D tensor, got shape {_shape(x)} ({x.dim()}-D)")
+    if floating and not x.is_floating_point():
+        raise ValueError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+    return x
+
+
+def channels(name: str, x: torch.Tensor, expected: int, what: str = "channels") -> None:
+    if x.shape[1] != expected:
+        raise ValueError(f"{name}: expected {expected} {what} (dim 1), got shape {_shape(x)}")
+
+
+def same_shape(names: Sequence[str], xs: Sequence[torch.Tensor]) -> None:
+    ref = xs[0]
+    for n, x in zip(names[1:], xs[1:]):
+        if x.shape != ref.shape:
+            raise ValueError(f"{n}: expected shape {_shape(ref)} (the shape of {names[0]}), got {_shape(x)}")
+
+
+def same_device_dtype(names: Sequence[str], xs: Sequence[torch.Tensor]) -> None:
+    ref = xs[0]
+    for n, x in zip(names[1:], xs[1:]):
+        if x.device != ref.device:
+            raise ValueError(f"{n}: expected device {ref.device} (the device of {names[0]}), got {x.device}")
+        if x.dtype != ref.dtype:
+            raise ValueError(f"{n}: expected dtype {ref.dtype} (the dtype of {names[0]}), got {x.dtype}")
+
+
+def finite(name: str, x: torch.Tensor) -> None:
+    """Refuse NaN/Inf. Skipped while ``torch.compile`` traces (a data-dependent branch would
+    break the graph); eager calls, the ones that feed training, are always checked."""
+    if torch.compiler.is_compiling():
+        return
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name}: expected finite values, got {bad} NaN/Inf entries in shape {_shape(x)}")
+
+
+def positive_int(name: str, v, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {v!r}")
+    return v
+
+
+def choice(name: str, v, options: Iterable[str]) -> str:
+    options = tuple(options)
+    if v not in options:
+        raise ValueError(f"{name}: expected one of {', '.join(repr(o) for o in options)}, got {v!r}")
+    return v
+
+
+def like_parameters(name: str, x: torch.Tensor, module: torch.nn.Module) -> None:
+    """``x`` must live on the device and have the dtype of ``module``'s parameters."""
+    p = next(module.parameters(), None)
+    if p is None:
+        return
+    if x.device != p.device:
+        raise ValueError(f"{name}: expected device {p.device} (the module's parameters), got {x.device}")
+    if x.dtype != p.dtype:
+        raise ValueError(f"{name}: expected dtype {p.dtype} (the module's parameters), got {x.dtype}")
