@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 from typing import Callable, Dict
 
 import torch
@@ -26,16 +27,10 @@ AUTO_ORDER = {
 }
 
 _IMPLS: Dict[str, Dict[str, Callable]] = {}
-# Modules that register implementations; imported on first use so that a missing Triton or
-# native build never breaks ``import csakd_fast``.
-_PROVIDERS = {
-    "reference": ("csakd_fast.ops.reference",),
-    "torch": (),
-    "triton": (),
-    "cpp": (),
-    "cuda": (),
-}
-_loaded: Dict[str, str | None] = {}
+# Provider modules live in csakd_fast/ops and are named ``<backend>.py`` or ``<op>_<backend>.py``;
+# they are imported on first use, each on its own, so that a missing Triton or native build only
+# removes the ops that module provides and never breaks ``import csakd_fast``.
+_failures: Dict[str, list] = {}
 
 
 def register(op: str, backend: str):
@@ -49,25 +44,27 @@ def register(op: str, backend: str):
     return deco
 
 
-def _load(backend: str) -> str | None:
-    """Import the provider modules of ``backend``; return why it failed, or None."""
-    if backend not in _loaded:
-        why = None
-        for mod in _PROVIDERS[backend]:
-            try:
-                importlib.import_module(mod)
-            except Exception as e:  # ImportError, or a broken optional build
-                why = f"{mod} failed to import: {e}"
-                break
-        _loaded[backend] = why
-    return _loaded[backend]
+def _provider_modules(backend: str) -> list:
+    from . import ops
+
+    return sorted(f"{ops.__name__}.{m.name}" for m in pkgutil.iter_modules(ops.__path__)
+                  if m.name == backend or m.name.endswith("_" + backend))
+
+
+def _load(backend: str) -> None:
+    if backend in _failures:
+        return
+    _failures[backend] = []
+    for mod in _provider_modules(backend):
+        try:
+            importlib.import_module(mod)
+        except Exception as e:  # ImportError, or a broken optional build
+            _failures[backend].append(f"{mod} failed to import ({type(e).__name__}: {e})")
 
 
 def _availability(backend: str, device: torch.device) -> str | None:
     """None when ``backend`` can run on ``device``, else the reason it cannot."""
-    why = _load(backend)
-    if why:
-        return why
+    _load(backend)
     if backend == "triton":
         interp = os.environ.get("TRITON_INTERPRET", "0") == "1"
         if device.type != "cuda" and not interp:
@@ -90,7 +87,7 @@ def resolve(op: str, backend: str, device: torch.device) -> str:
     if backend != "auto":
         why = _availability(backend, device)
         if why is None and backend not in _IMPLS.get(op, {}):
-            why = f"no {backend!r} implementation of {op!r} is registered"
+            why = "; ".join(_failures.get(backend, [])) or f"no {backend!r} implementation of {op!r}"
         if why:
             raise ValueError(f"backend: {backend!r} cannot run {op!r} on {device}: {why}")
         return backend

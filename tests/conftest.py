@@ -1,5 +1,12 @@
+import os
+
 import pytest
 import torch
+
+# Triton kernels run under the interpreter where there is no GPU; the flag is read when a kernel
+# module is imported, so it is set before anything imports csakd_fast's Triton backends.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)
