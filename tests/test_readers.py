@@ -111,6 +111,20 @@ def test_envi_via_spectral_with_micrometres(tmp_path, cube, interleave):
     _check(read_cube(tmp_path / "scene.dat"), cube)      # the data file finds its header
 
 
+def test_envi_wavelength_units_and_counts(tmp_path, cube):
+    from spectral.io import envi
+
+    idx = tmp_path / "idx.hdr"
+    envi.save_image(str(idx), cube, metadata={"wavelength": [1, 2, 3, 4], "wavelength units": "Index"})
+    with pytest.warns(UserWarning, match="not a length"):
+        c = read_cube(idx, wavelengths=WL)
+    _check(c, cube)                                            # the given centres are used instead
+    wrong = tmp_path / "wrong.hdr"
+    envi.save_image(str(wrong), cube, metadata={"wavelength": [500, 600], "wavelength units": "nm"})
+    with pytest.raises(ValueError, match=r"wrong\.hdr.*inconsistent wavelengths.*expected 4"):
+        read_cube(wrong)
+
+
 def test_envi_corrupt_files_name_the_file(tmp_path, cube):
     from spectral.io import envi
 

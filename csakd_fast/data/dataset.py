@@ -137,6 +137,14 @@ class FusionDataset(torch.utils.data.Dataset):
             raise ValueError("cubes: expected at least one cube, got none")
         if names is not None and (isinstance(names, str) or len(names) != len(sources)):
             raise ValueError(f"names: expected {len(sources)} names (one per cube), got {names!r}")
+        if mode == "train":   # cheap checks first: the cubes are degraded below
+            crop_size = _int("crop_size", crop_size)
+            if crop_size % s:
+                raise ValueError(f"crop_size: expected a multiple of scale={s}, got {crop_size}")
+        elif tile is not None:
+            tile = _int("tile", tile)
+            if tile % s:
+                raise ValueError(f"tile: expected a multiple of scale={s}, got {tile}")
         reader_kwargs = dict(reader_kwargs or {})
         if "wavelengths" in reader_kwargs:
             raise ValueError("reader_kwargs: pass wavelengths as FusionDataset(wavelengths=...)")
@@ -179,9 +187,7 @@ class FusionDataset(torch.utils.data.Dataset):
         self.srf = srf_fixed if srf_fixed is not None else (next(iter(srf_cache.values())) if len(srf_cache) == 1 else None)
 
         if mode == "train":
-            self.crop_size = C = _int("crop_size", crop_size)
-            if C % s:
-                raise ValueError(f"crop_size: expected a multiple of scale={s}, got {C}")
+            self.crop_size = C = crop_size
             for c in self._cubes:
                 if min(c.hr.shape[:2]) < C:
                     raise ValueError(f"crop_size: expected at most the smallest cube side; cube {c.name!r} "
@@ -193,10 +199,6 @@ class FusionDataset(torch.utils.data.Dataset):
             self.tile = None
         else:
             self.crop_size = None
-            if tile is not None:
-                tile = _int("tile", tile)
-                if tile % s:
-                    raise ValueError(f"tile: expected a multiple of scale={s}, got {tile}")
             self.tile = tile
             self._tiles = [(k, y, x, th, tw) for k, c in enumerate(self._cubes)
                            for (y, th) in self._starts(c.hr.shape[0], tile)
@@ -254,7 +256,7 @@ class FusionDataset(torch.utils.data.Dataset):
             raise ValueError(f"cube {name!r}: expected sides of at least scale={s} pixels, got {H}×{W}")
         if (H2, W2) != (H, W):
             warnings.warn(f"cube {name!r}: {H}×{W} trimmed to {H2}×{W2} (multiples of scale={s}; the "
-                          "last rows/columns are dropped)", stacklevel=4)
+                          "last rows/columns are dropped)", stacklevel=3)
             data = data[:H2, :W2]
         return data
 

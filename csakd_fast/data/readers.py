@@ -335,9 +335,10 @@ def _read_envi(path: Path):
                 warnings.warn(f"{path}: wavelengths without units, all < 30: read as micrometres "
                               "and converted to nm", stacklevel=3)
                 wl = wl * 1000.0
-        else:
-            _fail(path, f"wavelength units {img.bands.band_unit!r} are not a length (expected "
-                        "Nanometers or Micrometers)")
+        else:   # e.g. "Index": band numbers, not band centres
+            warnings.warn(f"{path}: wavelength units {img.bands.band_unit!r} are not a length "
+                          "(Nanometers or Micrometers); the header's wavelengths are ignored", stacklevel=3)
+            wl = None
     return data, wl
 
 
