@@ -17,7 +17,10 @@ setup(
     python_requires=">=3.9",
     # torch is installed first by the Makefile (a CPU build where that is what the machine has);
     # a bare `pip install torch` would pull a CUDA build of several GB.
-    install_requires=["torch>=2.4", "numpy>=1.23"],
+    # The data pipeline's readers/writers: scipy (.mat v5, via scipy.io), h5py (.mat v7.3),
+    # tifffile (TIFF), spectral (ENVI), Pillow (per-band PNG folders, CAVE).
+    install_requires=["torch>=2.4", "numpy>=1.23", "scipy>=1.9", "h5py>=3.6", "tifffile>=2022.5.4",
+                      "spectral>=0.23", "pillow>=9.1"],
     extras_require={
         "test": ["pytest>=7"],
         "triton": ["triton>=3.0"],
