@@ -14,10 +14,20 @@ setup(
     long_description=(here / "README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["csakd_fast", "csakd_fast.*"]),
-    python_requires=">=3.9",
+    # earthlib and colour-science (the reference scenes' spectra, the camera SRF) need 3.11
+    python_requires=">=3.11",
     # torch is installed first by the Makefile (a CPU build where that is what the machine has);
     # a bare `pip install torch` would pull a CUDA build of several GB.
-    install_requires=["torch>=2.4", "numpy>=1.23"],
+    install_requires=[
+        "torch>=2.4", "numpy>=1.23",
+        "scipy>=1.10",                # reference scenes: k-means, NNLS
+        "spectral>=0.23",             # ENVI spectral library reader (MIT)
+        # data read at run time from the packages that ship it (csakd_fast/data/):
+        "pyrsr>=0.8",                 # Sentinel-2 / Landsat-8/9 SRF tables (Apache-2.0)
+        "colour-science>=0.4.7",      # Nikon D5100 camera sensitivities, NPL (BSD-3-Clause)
+        "earthlib>=1.1,<2",           # spectral library of the reference scenes (MIT)
+        "spyndex>=0.12",              # real Sentinel-2 scene of the reference scenes (MIT)
+    ],
     extras_require={
         "test": ["pytest>=7"],
         "triton": ["triton>=3.0"],
