@@ -18,7 +18,7 @@ not lose a narrow band that falls between two cube bands.
 
 Coverage: a band's response is taken over its support, the interval from the first to the last
 tabulated wavelength where r_b ≥ ``threshold`` × peak (1 % by default: the tails beyond it hold
-0.02–0.2 % of the band integral for the satellite bands, ≤ 0.7 % for the camera; they are dropped
+0.02–0.25 % of the band integral for the satellite bands, ≤ 0.7 % for the camera; they are dropped
 on every grid alike, so S does not depend on how far the cube extends). A band whose support is
 not inside [λ_1, λ_L], or that holds no cube band centre (it falls into a gap such as a dropped
 water-absorption window), is refused with a ValueError naming the sensor and the band: bands are
