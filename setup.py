@@ -14,13 +14,23 @@ setup(
     long_description=(here / "README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["csakd_fast", "csakd_fast.*"]),
-    python_requires=">=3.9",
+    # earthlib and colour-science (the reference scenes' spectra, the camera SRF) need 3.11
+    python_requires=">=3.11",
     # torch is installed first by the Makefile (a CPU build where that is what the machine has);
     # a bare `pip install torch` would pull a CUDA build of several GB.
-    # The data pipeline's readers/writers: scipy (.mat v5, via scipy.io), h5py (.mat v7.3),
-    # tifffile (TIFF), spectral (ENVI), Pillow (per-band PNG folders, CAVE).
-    install_requires=["torch>=2.4", "numpy>=1.23", "scipy>=1.9", "h5py>=3.6", "tifffile>=2022.5.4",
-                      "spectral>=0.23", "pillow>=9.1"],
+    install_requires=[
+        "torch>=2.4", "numpy>=1.23",
+        "scipy>=1.10",                # .mat v5 (scipy.io); reference scenes: k-means, NNLS
+        "h5py>=3.6",                  # .mat v7.3
+        "tifffile>=2022.5.4",         # TIFF
+        "spectral>=0.23",             # ENVI cubes and spectral libraries (MIT)
+        "pillow>=9.1",                # per-band PNG folders (CAVE)
+        # data read at run time from the packages that ship it (csakd_fast/data/):
+        "pyrsr>=0.8",                 # Sentinel-2 / Landsat-8/9 SRF tables (Apache-2.0)
+        "colour-science>=0.4.7",      # Nikon D5100 camera sensitivities, NPL (BSD-3-Clause)
+        "earthlib>=1.1,<2",           # spectral library of the reference scenes (MIT)
+        "spyndex>=0.12",              # real Sentinel-2 scene of the reference scenes (MIT)
+    ],
     extras_require={
         "test": ["pytest>=7"],
         "triton": ["triton>=3.0"],
