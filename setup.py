@@ -19,7 +19,8 @@ setup(
     # a bare `pip install torch` would pull a CUDA build of several GB.
     install_requires=["torch>=2.4", "numpy>=1.23"],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "matplotlib>=3.5"],
+        "bench": ["matplotlib>=3.5", "pytest-benchmark>=4"],
         "triton": ["triton>=3.0"],
     },
     license="MIT",

@@ -114,8 +114,10 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 def _rand(shape, g, device, dtype, normal=True):
+    # drawn in the target dtype: a float32 temporary would double the memory of the largest
+    # inputs (the maxres search's HR targets)
     f = torch.randn if normal else torch.rand
-    return f(tuple(shape), generator=g, device=device, dtype=torch.float32).to(dtype)
+    return f(tuple(shape), generator=g, device=device, dtype=dtype)
 
 
 class ModuleInstance(Instance):
@@ -171,8 +173,9 @@ def _model_inputs(w, batch, res, device, dtype, seed, target=False):
     return lr, msi, _rand((batch, w["bands"], res, res), g, device, dtype, normal=False)
 
 
-def model_config(w: dict, which: str) -> cf.CSAKDConfig:
+def model_config(w: dict, which: str, recompute: bool = False) -> cf.CSAKDConfig:
     base = {k: w[k] for k in ("bands", "msi_bands", "nf", "gc", "attn_dim", "heads", "scale")}
+    base["recompute"] = recompute
     if which == "teacher":
         return cf.CSAKDConfig.teacher(**base, layers=w["teacher_layers"])
     return cf.CSAKDConfig.student(**base, layers=w["student_layers"])
@@ -347,9 +350,10 @@ def forward_cases(w, points, which) -> List[Case]:
     return out
 
 
-def train_step_instance(w, backend, wrap, device, dtype, batch, res, cotrain: bool):
+def train_step_instance(w, backend, wrap, device, dtype, batch, res, cotrain: bool,
+                        recompute: bool = False):
     torch.manual_seed(0)
-    teacher = cf.CSAKDNet(model_config(w, "teacher"), backend=backend).to(device, dtype).train()
+    teacher = cf.CSAKDNet(model_config(w, "teacher", recompute), backend=backend).to(device, dtype).train()
     student = None
     if cotrain:
         student = cf.CSAKDNet(model_config(w, "student"), backend=backend).to(device, dtype).train()
@@ -396,6 +400,7 @@ class Suite:
     input_sets: int = 3
     maxres_batches: tuple = ()
     maxres_cap: int = 4096
+    maxres_recompute: bool = False  # also search with CSAKDConfig.recompute for fused backends
 
 
 SUITES = {
@@ -411,6 +416,10 @@ SUITES = {
     ("full", "cpu"): Suite("full", csa=((64, 2), (128, 2), (256, 2)),
                            clra=((64, 1), (128, 1), (256, 1)), clra_grouped=((128, 1),),
                            forward=((64, 1), (128, 1)), cotrain=((64, 1), (128, 1)),
+                           # a whole network compiles for minutes on 2 cores: at 64² only
+                           compile=(("csa", None, None, None), ("clra", None, None, None),
+                                    ("clra_g43", None, None, None), ("teacher", "fwd", 64, 1),
+                                    ("student", "fwd", 64, 1), ("cotrain", "step", 64, 1)),
                            warmup=1, reps=(5, 20), budget_s=10.0, input_sets=3),
     ("quick", "cuda"): Suite("quick", csa=((128, 8), (256, 8)), clra=((128, 8), (256, 8)),
                              forward=((256, 1),), cotrain=((128, 8),),
@@ -424,7 +433,7 @@ SUITES = {
                                      ("clra", "fwd+bwd", None, None), ("clra", "fwd", 256, 8),
                                      ("teacher", "fwd", 256, 1), ("cotrain", "step", 128, 8)),
                             warmup=3, reps=(5, 50), budget_s=0.5, input_sets=3,
-                            maxres_batches=(1, 8)),
+                            maxres_batches=(1, 8), maxres_recompute=True),
 }
 
 

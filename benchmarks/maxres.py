@@ -67,16 +67,18 @@ def largest_fitting(fits: Callable[[int], bool], *, step: int = 16, start: int =
 
 def search(device: torch.device, dtype: torch.dtype, backend: str, batch: int, *,
            width: str = "paper", cap: int = 4096, start: int = 256, step: int = 16,
-           deadline: Optional[float] = None, log=print) -> dict:
-    """One search for ``backend`` ("compile" = torch.compile(reference), recompiled per size)."""
+           recompute: bool = False, deadline: Optional[float] = None, log=print) -> dict:
+    """One search for ``backend`` ("compile" = torch.compile(reference), recompiled per size);
+    ``recompute`` builds the teacher with CSAKDConfig.recompute (fused CLRA backends keep only
+    each block's input for backward)."""
     w = WIDTHS[width]
     compiled = backend == "compile"
     wrap = (lambda m: torch.compile(m, dynamic=False)) if compiled else (lambda m: m)
     rec = {"kind": "maxres", "backend": backend, "batch": batch, "cap": cap, "step": step,
-           "case": "teacher_step", "width": width}
+           "case": "teacher_step", "width": width, "recompute": recompute}
     try:
         inst = train_step_instance(w, "reference" if compiled else backend, wrap, device, dtype,
-                                   batch, step, cotrain=False)
+                                   batch, step, cotrain=False, recompute=recompute)
         inst.step(inst.make_inputs(0), _NoProbe())  # allocates the AdamW state at the smallest size
     except Exception as e:  # noqa: BLE001
         free_device_memory(device)
@@ -109,7 +111,7 @@ def search(device: torch.device, dtype: torch.dtype, backend: str, batch: int, *
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
         free_device_memory(device)
         detail[res] = {"ok": ok, "seconds": time.perf_counter() - t0, "peak_bytes": peak, "error": err}
-        log(f"maxres {backend} B{batch} {res}²: {'fits' if ok else 'OOM'}"
+        log(f"maxres {backend}{' recompute' if recompute else ''} B{batch} {res}²: {'fits' if ok else 'OOM'}"
             + (f" (peak {peak / 2 ** 30:.1f} GiB)" if ok and peak else ""))
         return ok
 

@@ -157,20 +157,21 @@ class RssPeak:
 
 # --- CUDA ---------------------------------------------------------------------------------------
 class CudaPeak:
-    """``torch.cuda.max_memory_allocated`` over the block, absolute and above its start."""
+    """``torch.cuda.max_memory_allocated`` over the block, absolute and above its start;
+    ``exclude_bytes`` (the harness's own L2-flush buffer) is taken off the absolute figures."""
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    def __init__(self, device: torch.device, exclude_bytes: int = 0):
+        self.device, self.exclude = device, exclude_bytes
 
     def __enter__(self):
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
-        self.start = torch.cuda.memory_allocated(self.device)
+        self.start = torch.cuda.memory_allocated(self.device) - self.exclude
         return self
 
     def __exit__(self, *exc):
         torch.cuda.synchronize(self.device)
-        self.peak = torch.cuda.max_memory_allocated(self.device)
+        self.peak = torch.cuda.max_memory_allocated(self.device) - self.exclude
         return False
 
     def result(self) -> dict:
@@ -178,8 +179,8 @@ class CudaPeak:
                 "cuda_start_bytes": self.start}
 
 
-def peak_probe(device: torch.device):
-    return CudaPeak(device) if device.type == "cuda" else RssPeak()
+def peak_probe(device: torch.device, exclude_bytes: int = 0):
+    return CudaPeak(device, exclude_bytes) if device.type == "cuda" else RssPeak()
 
 
 def free_device_memory(device: torch.device) -> None:

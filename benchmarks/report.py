@@ -14,7 +14,7 @@ from typing import Iterable, List
 
 from csakd_fast._io import atomic_path, atomic_write_text
 
-BACKEND_ORDER = ("reference", "compile", "torch", "triton", "cpp", "cuda")
+BACKEND_ORDER = ("reference", "compile", "torch", "triton", "cpp", "cuda", "auto")
 MiB = 2 ** 20
 
 
@@ -58,7 +58,8 @@ def add_comparisons(records: List[dict], maxres: List[dict] = ()) -> None:
         sa, ra = r.get("saved_bytes_activations"), (ref or {}).get("saved_bytes_activations")
         r["saved_vs_reference"] = sa / ra if sa is not None and ra else None
     ref_res = {m["batch"]: m.get("max_res") for m in maxres
-               if m.get("backend") == "reference" and m.get("status") == "ok"}
+               if m.get("backend") == "reference" and not m.get("recompute")
+               and m.get("status") == "ok"}
     for m in maxres:
         base = ref_res.get(m.get("batch"))
         if m.get("status") == "ok" and base:
@@ -134,15 +135,17 @@ def markdown_tables(doc, level: int = 2) -> str:
         out.append("| backend | B | largest square crop | × reference (side) | × reference (pixels) | "
                    "CUDA peak GiB at it | step s at it | search ended |")
         out.append("|---|---|---|---|---|---|---|---|")
-        for m in sorted(mx, key=lambda m: (m.get("batch", 0), _order(m.get("backend", "")))):
+        for m in sorted(mx, key=lambda m: (m.get("batch", 0), _order(m.get("backend", "")),
+                                           bool(m.get("recompute")))):
+            name = m.get("backend", "") + (" + recompute" if m.get("recompute") else "")
             if m.get("status") != "ok":
-                out.append(f"| {m.get('backend')} | {m.get('batch')} | **{m.get('status')}** "
+                out.append(f"| {name} | {m.get('batch')} | **{m.get('status')}** "
                            f"{str(m.get('error', ''))[:60]} | | | | | |")
                 continue
             pk, st = m.get("peak_bytes_at_max"), m.get("step_s_at_max")
             pk = "" if pk is None else f"{pk / 2 ** 30:.1f}"
             st = "" if st is None else f"{st:.2f}"
-            out.append(f"| {m['backend']} | {m['batch']} | {m['max_res']}² | "
+            out.append(f"| {name} | {m['batch']} | {m['max_res']}² | "
                        f"{_x(m.get('res_vs_reference'))} | {_x(m.get('pixels_vs_reference'))} | "
                        f"{pk} | {st} | {m.get('ended', '')} |")
         out.append("")

@@ -105,6 +105,7 @@ class Harness:
         self._ref_out: Dict[tuple, torch.Tensor] = {}
         self._pending: Dict[tuple, int] = {}
         self.ceilings: Optional[dict] = None
+        self._clock = Clock(device)  # one L2-flush buffer for the whole run
         self.cases = builtin_cases(suite)
         if plugins:
             extra, notes = plugin_cases(suite, device, dtype)
@@ -142,6 +143,14 @@ class Harness:
             self.compile_where, _compile_allowed(self.suite, case))
         if "reference" in names and want_compile:
             names.insert(names.index("reference") + 1, "compile")
+        if len(case.ops) > 1 and names:
+            # what a user of backend="auto" gets, when it mixes backends across the ops
+            try:
+                resolved = {cf_backends.resolve(op, "auto", self.device) for op in case.ops}
+            except ValueError:
+                resolved = set()
+            if len(resolved) > 1:
+                names.append("auto")
         if self.only_backends:
             names = [b for b in names if b in self.only_backends]
         return names
@@ -176,7 +185,7 @@ class Harness:
     def _check(self, case: Case, backend: str, out) -> Optional[dict]:
         if out is None or not isinstance(out, torch.Tensor):
             return None
-        o = out.detach().to("cpu", torch.float32)
+        o = out.detach().to("cpu", torch.float32, copy=True)
         if backend == "reference":
             self._ref_out[case.key] = o
             return None
@@ -195,77 +204,8 @@ class Harness:
             rec.update(status="skipped", error=f"deadline: {remaining:.0f} s left, {margin} s needed")
             return rec
         compiled = backend == "compile"
-        inst = sets = out = None
         try:
-            wrap = lambda m: m  # noqa: E731
-            if compiled:
-                import torch._dynamo
-
-                torch._dynamo.reset()
-                torch._dynamo.utils.counters.clear()
-                wrap = lambda m: torch.compile(m, dynamic=False)  # noqa: E731
-            inst = case.build("reference" if compiled else backend, wrap, self.device, self.dtype)
-            sets = [inst.make_inputs(1000 + i) for i in range(max(1, self.suite.input_sets))]
-            n_warm = max(1, self.suite.warmup) + (1 if compiled else 0)
-            last_s = None
-            for w in range(n_warm):
-                x = sets[w % len(sets)]
-                inst.prepare(x)
-                # the last warm-up counts the bytes saved for backward (deterministic; hooks off
-                # in timed iterations)
-                counters = {} if w == n_warm - 1 else None
-                probe = Probe(None, counters, inst.exclude(x) if counters is not None else ())
-                with WallClock(self.device) as wc:
-                    out = inst.step(x, probe)
-                if w == 0:
-                    rec["first_call_s"] = wc.seconds
-                    check = self._check(case, backend, out)
-                    if check is not None:
-                        rec["check"] = check
-                out = None
-                last_s = wc.seconds
-                if counters:
-                    per = {k: c.summary() for k, c in counters.items()}
-                    rec["saved_by_phase"] = per
-                    # phases (teacher, student) are never alive together: the larger counts
-                    top = max(per.values(), key=lambda s: s["saved_bytes"])
-                    rec["saved_bytes"] = top["saved_bytes"]
-                    rec["saved_bytes_activations"] = max(
-                        s["saved_bytes_activations"] for s in per.values())
-            reps = estimate_reps(self.suite, last_s)
-            clock = Clock(self.device)
-            for r in range(reps):
-                x = sets[r % len(sets)]
-                inst.prepare(x)
-                clock.flush_cache()
-                # peak memory around the first timed iteration: past every first-call effect, and
-                # the probe's own work (heap trim, counter reset, synchronize) is outside the clock
-                mem = peak_probe(self.device) if r == 0 else contextlib.nullcontext()
-                with mem:
-                    clock.begin()
-                    inst.step(x, Probe(clock))
-                    clock.end(inst.end_label)
-                if r == 0:
-                    rec.update(mem.result())
-            samples = clock.samples()
-            rec["time"] = summarize([s["total"] for s in samples])
-            labels = [k for k in samples[0] if k != "total"]
-            if len(labels) > 1:
-                rec["segments_ms"] = {k: summarize([s[k] for s in samples])["median_ms"] for k in labels}
-            rec["warmup"], rec["input_sets"] = n_warm, len(sets)
-            if compiled:
-                import torch._dynamo
-
-                c = torch._dynamo.utils.counters
-                rec["compile_s"] = max(0.0, rec["first_call_s"] - rec["time"]["median_ms"] / 1e3)
-                rec["compile"] = {"dynamic": False,
-                                  "unique_graphs": int(c["stats"].get("unique_graphs", 0)),
-                                  "graph_breaks": int(sum(c["graph_break"].values())),
-                                  "fxgraph_cache_hits": int(c["inductor"].get("fxgraph_cache_hit", 0)),
-                                  "fxgraph_cache_misses": int(c["inductor"].get("fxgraph_cache_miss", 0))}
-            if case.floor is not None and self.ceilings is not None:
-                rec["floor"] = floors.achieved(case.floor(floors.elem_bytes(self.dtype)),
-                                               self.ceilings, rec["time"]["median_ms"])
+            self._measure(case, backend, rec)
             rec["status"] = "ok"
         except Exception as e:  # noqa: BLE001 - one failing backend must not stop the run
             if is_oom(e):
@@ -274,12 +214,85 @@ class Harness:
                 rec.update(status="error", error=f"{type(e).__name__}: {e}"[:2000],
                            traceback=traceback.format_exc(limit=8)[-4000:])
         finally:
-            inst = sets = out = None
             if compiled:
                 with contextlib.suppress(Exception):
                     torch._dynamo.reset()
+            # every tensor of the run (module, inputs, outputs) died with _measure's frame
             free_device_memory(self.device)
         return rec
+
+    def _measure(self, case: Case, backend: str, rec: dict) -> None:
+        compiled = backend == "compile"
+        wrap = lambda m: m  # noqa: E731
+        if compiled:
+            import torch._dynamo
+
+            torch._dynamo.reset()
+            torch._dynamo.utils.counters.clear()
+            wrap = lambda m: torch.compile(m, dynamic=False)  # noqa: E731
+        built = "reference" if compiled else backend
+        rec["resolved"] = {op: cf_backends.resolve(op, built, self.device) for op in case.ops}
+        inst = case.build(built, wrap, self.device, self.dtype)
+        sets = [inst.make_inputs(1000 + i) for i in range(max(1, self.suite.input_sets))]
+        n_warm = max(1, self.suite.warmup) + (1 if compiled else 0)
+        last_s = None
+        for w in range(n_warm):
+            x = sets[w % len(sets)]
+            inst.prepare(x)
+            # the last warm-up counts the bytes saved for backward (deterministic; hooks off in
+            # timed iterations)
+            counters = {} if w == n_warm - 1 else None
+            probe = Probe(None, counters, inst.exclude(x) if counters is not None else ())
+            with WallClock(self.device) as wc:
+                out = inst.step(x, probe)
+            if w == 0:
+                rec["first_call_s"] = wc.seconds
+                check = self._check(case, backend, out)
+                if check is not None:
+                    rec["check"] = check
+            out = None
+            last_s = wc.seconds
+            if counters:
+                per = {k: c.summary() for k, c in counters.items()}
+                rec["saved_by_phase"] = per
+                # phases (teacher, student) are never alive together: the larger one counts
+                top = max(per.values(), key=lambda s: s["saved_bytes"])
+                rec["saved_bytes"] = top["saved_bytes"]
+                rec["saved_bytes_activations"] = max(s["saved_bytes_activations"] for s in per.values())
+        reps = estimate_reps(self.suite, last_s)
+        clock = self._clock
+        clock.reset()
+        for r in range(reps):
+            x = sets[r % len(sets)]
+            inst.prepare(x)
+            clock.flush_cache()
+            # peak memory around the first timed iteration: past every first-call effect, and the
+            # probe's own work (heap trim, counter reset, synchronize) is outside the clock
+            mem = peak_probe(self.device, clock.flush_bytes) if r == 0 else contextlib.nullcontext()
+            with mem:
+                clock.begin()
+                inst.step(x, Probe(clock))
+                clock.end(inst.end_label)
+            if r == 0:
+                rec.update(mem.result())
+        samples = clock.samples()
+        clock.reset()
+        rec["time"] = summarize([s["total"] for s in samples])
+        labels = [k for k in samples[0] if k != "total"]
+        if len(labels) > 1:
+            rec["segments_ms"] = {k: summarize([s[k] for s in samples])["median_ms"] for k in labels}
+        rec["warmup"], rec["input_sets"] = n_warm, len(sets)
+        if compiled:
+            c = torch._dynamo.utils.counters
+            rec["compile_s"] = max(0.0, rec["first_call_s"] - rec["time"]["median_ms"] / 1e3)
+            rec["compile"] = {"dynamic": False,
+                              "unique_graphs": int(c["stats"].get("unique_graphs", 0)),
+                              "graph_breaks": int(sum(c["graph_break"].values())),
+                              "fxgraph_cache_hits": int(c["inductor"].get("fxgraph_cache_hit", 0)),
+                              "fxgraph_cache_misses": int(c["inductor"].get("fxgraph_cache_miss", 0))}
+        if case.floor is not None and self.ceilings is not None:
+            rec["floor"] = floors.achieved(case.floor(floors.elem_bytes(self.dtype)),
+                                           self.ceilings, rec["time"]["median_ms"])
 
     def _finish_case(self, case: Case):
         self._pending[case.key] -= 1
@@ -352,15 +365,20 @@ class Harness:
         if names is None:
             names = [b for b in self.available["csa"] if b in self.available["clra"]]
         width = self.suite.width
-        for backend in names:
+        runs = [(b, False) for b in names]
+        if self.suite.maxres_recompute:
+            runs += [(b, True) for b in names if b not in ("reference", "compile")]
+        for backend, recompute in runs:
             for batch in self.suite.maxres_batches:
                 remaining = self._remaining()
                 if remaining is not None and remaining < 60:
                     self.maxres.append({**self.env, "backend": backend, "batch": batch,
-                                        "status": "skipped", "error": "deadline"})
+                                        "recompute": recompute, "status": "skipped",
+                                        "error": "deadline"})
                     continue
                 rec = maxres.search(self.device, self.dtype, backend, batch, width=width,
-                                    cap=self.suite.maxres_cap, deadline=self.deadline, log=self.log)
+                                    cap=self.suite.maxres_cap, recompute=recompute,
+                                    deadline=self.deadline, log=self.log)
                 self.maxres.append({**self.env, **rec})
                 self.write_json()
 

@@ -55,6 +55,10 @@ class Clock:
             return ev
         return time.perf_counter()
 
+    @property
+    def flush_bytes(self) -> int:
+        return 0 if self._flush is None else self._flush.numel()
+
     def flush_cache(self) -> None:
         if self.cuda:
             if self._flush is None:

@@ -84,6 +84,13 @@ def test_largest_fitting(limit, want):
     assert all(s % 16 == 0 for s in tried) and len(tried) == len(set(tried)) <= 13
 
 
+def test_maxres_search_runs_a_real_training_step(one_thread):
+    rec = maxres.search(torch.device("cpu"), torch.float32, "reference", 1, width="tiny", cap=32,
+                        log=lambda *a: None)
+    assert rec["status"] == "ok" and rec["max_res"] == 32 and rec["ended"] == "cap reached"
+    assert [t["res"] for t in rec["tries"]] == [16, 32] and all(t["ok"] for t in rec["tries"])
+
+
 def test_floors_match_design():
     # design.md §4: a dense block does ≈ 0.87 MFLOP per pixel against ≈ 2.2 kB of bf16 traffic
     f = floors.clra_floor(1, 86, 43, 1, 1, 1, "fwd", 2)
