@@ -10,7 +10,9 @@ Modules: ``env`` (machine description), ``timing`` (medians and spreads), ``memo
 for backward, peak RSS, CUDA peak), ``floors`` (measured ceilings and the fused ops' floors,
 design.md §3/§4), ``cases`` (the cases, the suites and the plug-in interface of
 ``benchmarks/bench_<op>.py``), ``run`` (the command line), ``report`` (markdown, plots),
-``results`` (RESULTS.md), ``maxres`` (largest trainable resolution on a GPU).
+``results`` (RESULTS.md), ``maxres`` (largest trainable resolution on a GPU), ``agree`` (every
+backend against the reference on one device, for gpu_check.sh); ``test_bench_ops.py`` is the
+pytest-benchmark suite (``pytest benchmarks/ --benchmark-only``).
 """
 
 SCHEMA = 1

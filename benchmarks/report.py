@@ -98,7 +98,7 @@ def _row(r, device):
             f"{100 * t['iqr_rel']:.1f}%", split, _x(r.get("speedup_vs_reference")),
             _x(r.get("speedup_vs_compile")), _mib(r.get("saved_bytes_activations")),
             "" if r.get("saved_vs_reference") is None else f"{r['saved_vs_reference']:.3g}",
-            _mib(peak), _ms(fl.get("floor_ms")) + (f" ({fl['bound'][:3]})" if fl else ""),
+            _mib(peak), _ms(fl.get("floor_ms")) + (f" ({'mem' if fl['bound'] == 'memory' else 'cmp'})" if fl else ""),
             "" if frac is None else f"{100 * frac:.1f}%",
             "" if r.get("compile_s") is None else f"{r['compile_s']:.1f}", chk]
 

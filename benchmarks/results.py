@@ -48,8 +48,9 @@ def slug(text: str) -> str:
     return s or "unknown"
 
 
-def validate(doc, source="results.json") -> None:
-    """Refuse anything the harness did not write or that lacks device information."""
+def validate(doc, source="results.json", allow_smoke: bool = False) -> None:
+    """Refuse anything the harness did not write or that lacks device information (and, unless
+    ``allow_smoke``, runs of the smoke suite, whose networks are toy-sized)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("meta"), dict) or not isinstance(doc.get("records"), list):
         raise ValueError(f"{source}: expected the harness's JSON ({{'meta': ..., 'records': [...]}}), "
                          f"got {type(doc).__name__} with keys {sorted(doc) if isinstance(doc, dict) else '-'}")
@@ -62,6 +63,9 @@ def validate(doc, source="results.json") -> None:
     for f in REQUIRED + ("suite",):
         if meta.get(f) in (None, ""):
             raise ValueError(f"{source}: meta.{f}: expected the run's {f}, got {meta.get(f)!r}")
+    if meta["suite"] == "smoke" and not allow_smoke:
+        raise ValueError(f"{source}: meta.suite: expected 'quick' or 'full' (the smoke suite times "
+                         f"toy-sized networks), got 'smoke'")
     for i, r in enumerate(doc["records"]):
         for f in REQUIRED:
             if r.get(f) in (None, ""):
@@ -108,12 +112,13 @@ def _render(devices: dict) -> str:
     return "\n".join(out)
 
 
-def write_results(json_paths: Iterable, path=None, note: Optional[str] = None) -> Path:
+def write_results(json_paths: Iterable, path=None, note: Optional[str] = None,
+                  allow_smoke: bool = False) -> Path:
     path = Path(path or DEFAULT_PATH)
     docs = []
     for p in json_paths:
         doc = load(p)
-        validate(doc, str(p))
+        validate(doc, str(p), allow_smoke=allow_smoke)
         docs.append((Path(p), doc))
     devices = _parse(path.read_text()) if path.exists() else {}
     for p, doc in docs:
@@ -142,8 +147,9 @@ def main(argv=None) -> int:
     p.add_argument("json", nargs="+", help="results.json of one or more harness runs")
     p.add_argument("--path", default=None, help=f"default {DEFAULT_PATH}")
     p.add_argument("--note", default=None, help="a line added to the run's block (e.g. 'machine shared')")
+    p.add_argument("--allow-smoke", action="store_true", help="accept runs of the smoke suite")
     a = p.parse_args(argv)
-    print(f"wrote {write_results(a.json, a.path, note=a.note)}")
+    print(f"wrote {write_results(a.json, a.path, note=a.note, allow_smoke=a.allow_smoke)}")
     return 0
 
 

@@ -154,7 +154,9 @@ def test_harness_end_to_end(tmp_path, one_thread, second_backends):
 
     # RESULTS.md from that run; a second device keeps its own section
     path = tmp_path / "RESULTS.md"
-    results.write_results([out / "results.json"], path)
+    with pytest.raises(ValueError, match="meta.suite: expected 'quick' or 'full'"):
+        results.write_results([out / "results.json"], path)
+    results.write_results([out / "results.json"], path, allow_smoke=True)
     text = path.read_text()
     assert doc["meta"]["device_name"] in text and doc["meta"]["date"] in text
     assert "#### csa — fwd" in text and (tmp_path / "results").is_dir()
@@ -164,8 +166,8 @@ def test_harness_end_to_end(tmp_path, one_thread, second_backends):
     for r in other["records"]:
         r["device_name"], r["device"] = "Fake GPU", "cuda"
     (tmp_path / "other.json").write_text(json.dumps(other))
-    results.write_results([tmp_path / "other.json"], path)
-    results.write_results([out / "results.json"], path)  # rewriting replaces, never duplicates
+    results.write_results([tmp_path / "other.json"], path, allow_smoke=True)
+    results.write_results([out / "results.json"], path, allow_smoke=True)  # replaces, never duplicates
     text = path.read_text()
     assert "## Fake GPU (cuda)" in text and text.count(f"## {doc['meta']['device_name']} (cpu)") == 1
 
