@@ -47,16 +47,22 @@ def _time(fn, device, reps):
 def measure_ceilings(device: torch.device, dtype: torch.dtype, *, small: bool = False) -> dict:
     """Copy bandwidth (bytes/s) and matmul rate (flop/s) of ``device`` in ``dtype``."""
     cuda = device.type == "cuda"
-    with WallClock(device) as wc:
-        nbytes = (1 << 20 if small else (1 << 29 if cuda else 1 << 27))
+    nbytes = (1 << 20 if small else (1 << 29 if cuda else 1 << 27))
+    n = 128 if small else (8192 if cuda else 1024)
+
+    def copy_time():
         src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
         dst = torch.empty_like(src)
-        t_copy = _time(lambda: dst.copy_(src), device, 5 if small else (20 if cuda else 7))
-        del src, dst
-        n = 128 if small else (8192 if cuda else 1024)
+        return _time(lambda: dst.copy_(src), device, 5 if small else (20 if cuda else 7))
+
+    def mm_time():
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
-        t_mm = _time(lambda: torch.mm(a, b), device, 3 if small else (20 if cuda else 5))
+        return _time(lambda: torch.mm(a, b), device, 3 if small else (20 if cuda else 5))
+
+    with WallClock(device) as wc:
+        t_copy = copy_time()
+        t_mm = mm_time()
     return {"bandwidth_Bps": 2 * nbytes / t_copy, "bandwidth_bytes": nbytes,
             "bandwidth_method": "dst.copy_(src), 2 × nbytes per copy, median",
             "matmul_flops": 2 * n ** 3 / t_mm, "matmul_n": n, "matmul_dtype": str(dtype).replace("torch.", ""),

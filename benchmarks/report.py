@@ -162,7 +162,7 @@ def describe_run(meta) -> str:
         f"(commit {meta.get('git_commit')})",
         f"- command: `{meta.get('command')}`; elapsed {meta.get('elapsed_s', 0):.0f} s; load average "
         f"(1/5/15 min) at start {meta.get('loadavg_start')}, at end {meta.get('loadavg_end')}",
-        f"- backends available: " + ", ".join(f"{op}: {', '.join(bs) or '—'}"
+        "- backends available: " + ", ".join(f"{op}: {', '.join(bs) or '—'}"
                                               for op, bs in (meta.get("available_backends") or {}).items()),
     ]
     if c:
