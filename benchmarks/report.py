@@ -71,7 +71,7 @@ def add_comparisons(records: List[dict], maxres: List[dict] = ()) -> None:
 def _ms(x):
     if x is None:
         return ""
-    return f"{x:.3g}" if x < 1e4 else f"{x:,.0f}"
+    return f"{x:.3g}" if x < 100 else f"{x:,.0f}"
 
 
 def _mib(b):
@@ -100,7 +100,16 @@ def _row(r, device):
             "" if r.get("saved_vs_reference") is None else f"{r['saved_vs_reference']:.3g}",
             _mib(peak), _ms(fl.get("floor_ms")) + (f" ({'mem' if fl['bound'] == 'memory' else 'cmp'})" if fl else ""),
             "" if frac is None else f"{100 * frac:.1f}%",
-            "" if r.get("compile_s") is None else f"{r['compile_s']:.1f}", chk]
+            _compile_cell(r), chk]
+
+
+def _compile_cell(r):
+    if r.get("compile_s") is None:
+        return ""
+    c = r.get("compile") or {}
+    # a warm inductor cache (an earlier run on this machine) makes compilation look cheap: say so
+    hit = c.get("fxgraph_cache_hits", 0) and not c.get("fxgraph_cache_misses", 0)
+    return f"{r['compile_s']:.1f}" + (" (cached)" if hit else "")
 
 
 def markdown_tables(doc, level: int = 2) -> str:
@@ -246,8 +255,11 @@ def plot(doc, out: Path) -> List[Path]:
             ax.set_xticks(res)
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-            for axis in (ax.xaxis, ax.yaxis):
-                axis.set_minor_formatter(ticker.NullFormatter())
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+            lo, hi = ax.get_ylim()
+            # within one decade there is at most one major tick: label the minor ones too
+            ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}") if hi / lo < 10
+                                         else ticker.NullFormatter())
             if len(res) == 1:
                 ax.set_xlim(res[0] / 1.5, res[0] * 1.5)
             ax.set_xlabel("HR resolution (side, px)")
