@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test clean
+.PHONY: venv test bench clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,13 @@ $(STAMP): setup.py pyproject.toml
 
 test: venv
 	$(PY) -m pytest -q
+
+# Quick CPU benchmark suite (≤ 5 min on 2 cores): every registered backend side by side; writes
+# runs/bench/cpu-quick-<time>/ (JSON, markdown, plots) and updates benchmarks/RESULTS.md.
+BENCH_ARGS ?= --device cpu --suite quick --write-results
+bench: venv
+	@$(PY) -c "import matplotlib, pytest_benchmark" 2>/dev/null || $(PY) -m pip install -q -e ".[bench]"
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -32,7 +32,8 @@ setup(
         "spyndex>=0.12",              # real Sentinel-2 scene of the reference scenes (MIT)
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "matplotlib>=3.5"],
+        "bench": ["matplotlib>=3.5", "pytest-benchmark>=4"],
         "triton": ["triton>=3.0"],
     },
     license="MIT",
