@@ -120,6 +120,26 @@ def test_torch_gradcheck_float64(groups, recompute):
     assert torch.autograd.gradcheck(f, (x, *ws, *bs), fast_mode=True)
 
 
+@pytest.fixture
+def poisoned():
+    """torch.empty & co. return NaN-filled memory: a read of a not-yet-written buffer slot, or a
+    slot a kernel forgets to write, turns the output into NaN."""
+    import torch.utils.deterministic as det
+
+    old = (torch.are_deterministic_algorithms_enabled(), det.fill_uninitialized_memory)
+    torch.use_deterministic_algorithms(True)
+    det.fill_uninitialized_memory = True
+    assert torch.isnan(torch.empty(3)).all()
+    yield
+    torch.use_deterministic_algorithms(old[0])
+    det.fill_uninitialized_memory = old[1]
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_torch_poisoned_buffers(poisoned, recompute):
+    compare(lambda g: lambda x, w, b: clra_torch.clra_torch(x, w, b, g, recompute), 8, 4, 4, 2, 5, 7)
+
+
 def test_torch_inference_and_layer():
     """no_grad forward (one reused buffer), the layer on "auto" (torch on the CPU), the model."""
     ws, bs = make_params(8, 4, 1)
@@ -309,8 +329,9 @@ def test_triton_matches_reference(nf, gc, groups, B, H, W, recompute):
 
 
 @needs_triton
-def test_triton_int32_index_path(monkeypatch):
-    """The int32 in-image offsets (what a GPU runs) also under the interpreter."""
+def test_triton_int32_index_path_poisoned(monkeypatch, poisoned):
+    """The int32 in-image offsets (what a GPU runs) also under the interpreter; buffers
+    poisoned with NaN (one reused buffer: the no-grad path)."""
     monkeypatch.setattr(clra_triton, "INTERPRET_IDX64", False)
     ws, bs = make_params(6, 3, 3, device=DEV)
     x = torch.randn(2, 6, 4, 9, device=DEV)
