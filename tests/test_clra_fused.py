@@ -329,10 +329,11 @@ def test_triton_matches_reference(nf, gc, groups, B, H, W, recompute):
 
 
 @needs_triton
-def test_triton_int32_index_path_poisoned(monkeypatch, poisoned):
-    """The int32 in-image offsets (what a GPU runs) also under the interpreter; buffers
-    poisoned with NaN (one reused buffer: the no-grad path)."""
+def test_triton_gpu_paths_poisoned(monkeypatch, poisoned):
+    """What a GPU runs for bf16, under the interpreter in fp32: int32 in-image offsets and the
+    loop split by column shift; buffers poisoned with NaN (one reused buffer: no-grad path)."""
     monkeypatch.setattr(clra_triton, "INTERPRET_IDX64", False)
+    monkeypatch.setattr(clra_triton, "INTERPRET_SPLIT_DX", True)
     ws, bs = make_params(6, 3, 3, device=DEV)
     x = torch.randn(2, 6, 4, 9, device=DEV)
     with torch.no_grad():
@@ -368,7 +369,7 @@ def test_triton_kernel_compiles_for_sm90():
             "c = ct._gpu_configs()\n"
             "rows = ct.compile_report(configs=[c[0], c[4]], dtypes=('bf16',), epilogues=(2,), "
             "grouped=(False,)) + ct.compile_report(configs=[c[1]], dtypes=('fp32', 'bf16'), "
-            "epilogues=(0,), grouped=(True,))\n"
+            "epilogues=(1,), grouped=(True,))\n"
             "print(rows)\n"
             "assert all(r['stack'] == 0 and r['wgmma'] for r in rows), rows\n")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

@@ -24,11 +24,18 @@ tile wastes MACs there (those convs run at LR and are cheap) but keeps one kerne
 its boundaries. (2) A channel prefix of an NCHW buffer is one contiguous range per sample (for
 B = 1 a contiguous tensor), so the backward, which runs through aten (cuDNN / oneDNN
 ``convolution_backward``, shared with the torch backend), reads the saved buffers as they are; in
-NHWC every prefix is pixel-strided (stride nf + 4·gc, not the prefix width) and would be copied
-for every conv in backward. (3) The implicit GEMM's A tile [BLOCK_M pixels × BLOCK_K channels]
-is contiguous along the pixels of an image row (coalesced loads); the tensor-core operand layout
-comes from Triton's shared-memory staging either way. Weights are repacked once per call to
-(3, 3, cin_g, C_out) so the [BLOCK_K × BLOCK_N] weight tile is contiguous along N.
+NHWC every prefix is pixel-strided (stride nf + 4·gc, not the prefix width), and cuDNN would get
+a ``contiguous()`` copy of it for every conv in backward (≈ 25–50 % of a bf16 dgrad + wgrad's
+time by byte/flop count). (3) The implicit GEMM's A tile [pixels × channels] is contiguous along
+the pixels of an image row: the pixel tile is BH rows × BW columns of one image, so the
+alignment analysis sees contiguous, 16-byte-aligned rows. The price, and the case for NHWC: the
+taps' ±1 column shifts make 2 of 3 loads misaligned for 16-bit types, which neither cp.async
+(≥ 4 bytes) nor TMA (Triton requires a 16-byte-aligned innermost block offset) can move; with
+``SPLIT_DX`` the dx = 0 loads are pipelined cp.async copies and the others plain loads. In NHWC
+every tap moves whole pixels (aligned, TMA-able) — worth measuring with a Triton backward on
+NHWC buffers, not with aten's. Weights are repacked per call to (3, 3, cin_g, C_out) so the
+[BLOCK_K × BLOCK_N] weight tile is contiguous along N. :func:`compile_report` compiles every
+autotuning candidate for sm_90 without a GPU: wgmma, ≤ 146 registers, no spills.
 
 **Backward** runs through the torch path (:func:`clra_torch.clra_backward`: aten
 ``convolution_backward`` per conv, LeakyReLU' from the stored sign, one gradient buffer per dense
@@ -69,7 +76,7 @@ def _conv3x3_kernel(
     H, W, cout, cin_g, cout_g,
     sx_b, sx_c, so_b, so_c, sr_b, sr_c, sr2_b, sr2_c,
     EPILOGUE: tl.constexpr, SLOPE_C: tl.constexpr, RES_C: tl.constexpr,
-    GROUPED: tl.constexpr, IDX64: tl.constexpr, W_POW2: tl.constexpr,
+    GROUPED: tl.constexpr, IDX64: tl.constexpr, W_POW2: tl.constexpr, SPLIT_DX: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, DOT_FP32: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -115,30 +122,40 @@ def _conv3x3_kernel(
     w_col = offs_n - col_c0 * cout               # packed-weight offset of (group's channel 0, n)
     offs_kb = tl.arange(0, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    # one flat, pipelinable loop over (tap, channel chunk): K = 9·(c_hi − c_lo)
-    for it in range(0, 9 * n_chunks):
-        tap = it // n_chunks
-        c0 = c_lo + (it - tap * n_chunks) * BLOCK_K
-        dy = tap // 3 - 1
-        dx = tap % 3 - 1
-        hh = h + dy
-        ww = w + dx
-        pix_ok = m_ok & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-        offs_k = c0 + offs_kb
-        k_ok = offs_k < c_hi
-        a = tl.load(x_img + (hw + (dy * W + dx))[:, None] + offs_k[None, :] * sx_c,
-                    mask=pix_ok[:, None] & k_ok[None, :], other=0.0)
-        w_off = (tap * cin_g + offs_k) * cout
-        if GROUPED:   # block-diagonal weight tile: zero where channel k is not in column n's group
-            cl = offs_k[:, None] - col_c0[None, :]
-            w_ok = (cl >= 0) & (cl < cin_g) & n_ok[None, :]
-        else:
-            w_ok = k_ok[:, None] & n_ok[None, :]
-        wt = tl.load(w_ptr + w_off[:, None] + w_col[None, :], mask=w_ok, other=0.0)
-        if DOT_FP32:   # the interpreter mishandles bf16/fp16 dot operands
-            a = a.to(tl.float32)
-            wt = wt.to(tl.float32)
-        acc = tl.dot(a, wt, acc, input_precision=INPUT_PRECISION)
+    # K = 9·(c_hi − c_lo), walked as pipelinable loops over (tap, channel chunk). SPLIT_DX (16-bit
+    # types): one loop per column shift dx, a compile-time constant, so that the dx = 0 loads are
+    # provably 16-byte aligned and become cp.async copies (a ±1 shift is misaligned, and cp.async
+    # moves ≥ 4 bytes); fp32 is pipelined either way and keeps one loop (fewer registers).
+    for part in tl.static_range(3 if SPLIT_DX else 1):
+        for it in range(0, (3 if SPLIT_DX else 9) * n_chunks):
+            t = it // n_chunks
+            c0 = c_lo + (it - t * n_chunks) * BLOCK_K
+            if SPLIT_DX:
+                dy = t - 1
+                dx = part - 1
+                tap = t * 3 + part
+            else:
+                dy = t // 3 - 1
+                dx = t % 3 - 1
+                tap = t
+            hh = h + dy
+            ww = w + dx
+            pix_ok = m_ok & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+            offs_k = c0 + offs_kb
+            k_ok = offs_k < c_hi
+            a = tl.load(x_img + (hw + dy * W + dx)[:, None] + offs_k[None, :] * sx_c,
+                        mask=pix_ok[:, None] & k_ok[None, :], other=0.0)
+            w_off = (tap * cin_g + offs_k) * cout
+            if GROUPED:   # block-diagonal weight tile: zero where k is not in column n's group
+                cl = offs_k[:, None] - col_c0[None, :]
+                w_ok = (cl >= 0) & (cl < cin_g) & n_ok[None, :]
+            else:
+                w_ok = k_ok[:, None] & n_ok[None, :]
+            wt = tl.load(w_ptr + w_off[:, None] + w_col[None, :], mask=w_ok, other=0.0)
+            if DOT_FP32:   # the interpreter mishandles bf16/fp16 dot operands
+                a = a.to(tl.float32)
+                wt = wt.to(tl.float32)
+            acc = tl.dot(a, wt, acc, input_precision=INPUT_PRECISION)
     acc += tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     mask = m_ok[:, None] & n_ok[None, :]
     if EPILOGUE == 0:
@@ -169,6 +186,7 @@ _conv3x3_tuned = triton.autotune(_gpu_configs(), key=["H", "W", "cout", "cin_g",
 # the interpreter runs one fixed, small configuration (autotuning there only costs time)
 INTERPRET_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}
 INTERPRET_IDX64 = True   # tests switch it off to run the int32 index path under the interpreter
+INTERPRET_SPLIT_DX = False   # tests switch it on to run the 16-bit loop structure on fp32 there
 
 
 def _plane_ok(name: str, t: Tensor) -> None:
@@ -206,7 +224,8 @@ def conv3x3(inp: Tensor, cin: int, w_packed: Tensor, bias: Tensor, out: Tensor, 
     idx64 = (max(t.stride(1) * t.shape[1] for t in (inp, out, res, res2)) >= 2 ** 31
              or (INTERPRET and INTERPRET_IDX64))
     consts = dict(EPILOGUE=epilogue, SLOPE_C=SLOPE, RES_C=RES, GROUPED=groups > 1, IDX64=idx64,
-                  W_POW2=wp2, INPUT_PRECISION=_precision(inp.dtype), DOT_FP32=INTERPRET)
+                  W_POW2=wp2, SPLIT_DX=inp.element_size() < 4 or INTERPRET_SPLIT_DX,
+                  INPUT_PRECISION=_precision(inp.dtype), DOT_FP32=INTERPRET)
 
     def tiles(block_m):
         bw = min(block_m, wp2)
@@ -320,9 +339,15 @@ def compile_report(arch: int = 90, dtypes=("bf16", "fp32"), epilogues=(EPI_LRELU
                                                  "res2_ptr")}
                     sig.update({n: "i32" for n in ints})
                     consts = dict(EPILOGUE=epi, SLOPE_C=SLOPE, RES_C=RES, GROUPED=grp, IDX64=False,
-                                  W_POW2=256, INPUT_PRECISION="tf32", DOT_FP32=False, **cfg.kwargs)
+                                  W_POW2=256, SPLIT_DX=dt != "fp32", INPUT_PRECISION="tf32",
+                                  DOT_FP32=False, **cfg.kwargs)
                     sig.update({n: "constexpr" for n in consts})
-                    k = triton.compile(ASTSource(_conv3x3_kernel, sig, consts),
+                    # what a launch specialises on realistic shapes (W = 256, H·W planes):
+                    # 16-aligned pointers, H, W and strides multiples of 16
+                    names = list(sig)
+                    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in names
+                             if n.endswith("_ptr") or n in ("H", "W") or n.startswith("s")}
+                    k = triton.compile(ASTSource(_conv3x3_kernel, sig, consts, attrs),
                                        target=GPUTarget("cuda", arch, 32),
                                        options={"num_warps": cfg.num_warps,
                                                 "num_stages": cfg.num_stages})
