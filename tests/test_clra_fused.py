@@ -35,6 +35,16 @@ needs_triton = pytest.mark.skipif(clra_triton is None, reason=TRITON_WHY or "n/a
 gpu_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (bf16 / compiled kernels)")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny shapes: one intra-op thread (on a shared 2-core machine, OpenMP's barriers around
+    thousands of microsecond-sized ops cost more than the second core gives)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # --- helpers --------------------------------------------------------------------------------
 def make_params(nf, gc, groups, dtype=torch.float32, device="cpu"):
     """Weights with unit-scale outputs (so LReLU's negative branch and every path matter) and
@@ -166,8 +176,8 @@ def test_model_torch_backend_matches_reference(recompute):
     ref = cf.CSAKDNet(cfg, backend="reference").double()
     fused = cf.CSAKDNet(cfg, backend={"clra": "torch", "csa": "reference"}).double()
     fused.load_state_dict(ref.state_dict())
-    lr = torch.randn(2, cfg.bands, 5, 6, dtype=torch.float64)
-    msi = torch.randn(2, cfg.msi_bands, 20, 24, dtype=torch.float64)
+    lr = torch.randn(2, cfg.bands, 3, 5, dtype=torch.float64)
+    msi = torch.randn(2, cfg.msi_bands, 12, 20, dtype=torch.float64)
     outs = []
     for m in (ref, fused):
         out, fusedmap = m(lr, msi)

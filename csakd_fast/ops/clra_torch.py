@@ -11,7 +11,10 @@ index 5j + k), all 3×3 convs, stride 1, padding 1, one ``groups`` for all::
 Each conv reads a channel *prefix* of the buffer, which is exactly the reference's torch.cat
 (with ``groups`` > 1 the groups split the prefix, so a group may straddle the u / x1 boundary:
 aten's grouped conv on the prefix view does the same as on the concatenation). No torch.cat:
-convs write their outputs straight into their slice.
+convs write their outputs straight into their slice. For B = 1 a prefix is a contiguous tensor;
+for B > 1 it is not, and oneDNN / cuDNN take a contiguous copy of it per conv (a transient, as
+the reference's torch.cat is in forward; running backward per sample would avoid it — to be
+measured on a GPU).
 
 Backward keeps only the three buffers (``keep=True``; the block's input is not kept, buffer 1
 holds a copy) or only the block's input (``recompute``; the buffers are rebuilt in backward,
