@@ -76,6 +76,9 @@ def _availability(backend: str, device: torch.device) -> str | None:
     return None
 
 
+# torch.compile evaluates the choice once, at trace time, instead of tracing the provider imports
+# (pkgutil's file-system walk cannot be traced: fullgraph=True would fail on a first call)
+@torch.compiler.assume_constant_result
 def resolve(op: str, backend: str, device: torch.device) -> str:
     """The concrete backend that will run ``op`` on ``device`` for the requested ``backend``."""
     _checks.choice("backend", backend, CHOICES)

@@ -1,6 +1,8 @@
 """CSAKDNet: the dual two-streamed network of CLRA blocks with a fusion module (design.md §2)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,12 +13,29 @@ from .config import CSAKDConfig
 from .fusion import SumFusion, make_fusion
 
 STREAMS = ("hm", "mh", "h", "m")
+OPS = ("clra", "csa")   # the fused ops a model runs, each with its own backend
+
+
+def op_backends(backend) -> dict:
+    """``backend`` as {op: backend}: a name applies to every op; a mapping names some ops
+    (``{"clra": "torch", "csa": "reference"}``), the others get ``"auto"``."""
+    if isinstance(backend, str):
+        _checks.choice("backend", backend, backends.CHOICES)
+        return {op: backend for op in OPS}
+    if not isinstance(backend, Mapping):
+        raise ValueError(f"backend: expected a name or a mapping {{op: name}}, got {backend!r}")
+    unknown = sorted(set(backend) - set(OPS))
+    if unknown:
+        raise ValueError(f"backend: expected ops among {', '.join(OPS)}, got {unknown}")
+    for op, name in backend.items():
+        _checks.choice(f"backend[{op!r}]", name, backends.CHOICES)
+    return {op: backend.get(op, "auto") for op in OPS}
 
 
 class _Decoder(nn.Module):
     """The public code's ``FNN_Teacher`` / ``FNN_Student``; attribute names give the state-dict keys."""
 
-    def __init__(self, cfg: CSAKDConfig, backend: str):
+    def __init__(self, cfg: CSAKDConfig, backend: dict):
         super().__init__()
         L, M, nf = cfg.bands, cfg.msi_bands, cfg.nf
         in_ch = {"hm": L + M, "mh": L + M, "h": L, "m": M}
@@ -24,11 +43,11 @@ class _Decoder(nn.Module):
             groups = getattr(cfg, f"{stream}_groups")
             setattr(self, f"{stream}conv1", nn.Conv2d(in_ch[stream], nf, 3, 1, 1))
             setattr(self, f"{stream}feat", nn.Sequential(*[
-                CLRABlock(nf, cfg.gc, groups, backend=backend, recompute=cfg.recompute)
+                CLRABlock(nf, cfg.gc, groups, backend=backend["clra"], recompute=cfg.recompute)
                 for _ in range(n)]))
         self.fuse = nn.Conv2d(nf, L, 3, 1, 1, groups=cfg.head_groups)
         self.last = nn.Conv2d(L, L, 3, 1, 1, bias=False)
-        fusion = make_fusion(cfg, backend)
+        fusion = make_fusion(cfg, backend["csa"])
         # the public model with adaptive_fuse=0 has no fuse_att: keep the state dict identical
         if isinstance(fusion, SumFusion):
             self._sum = fusion
@@ -50,15 +69,18 @@ class CSAKDNet(nn.Module):
     mh = CLRA^n(x(conv([lr; bicubic_1/s(msi)]))) at LR, m = CLRA^n(x(conv(msi))) at HR,
     h = CLRA^n(x(conv(lr))) at LR; fused = fusion(h↑s, m, mh↑s, hm) (↑ nearest);
     hr_hsi = last(x(fuse(fused))).
+
+    ``backend``: a name for every fused op, or a mapping {op: name} over ``OPS`` ("clra",
+    "csa"; ops left out get "auto"), e.g. ``{"clra": "torch", "csa": "reference"}``.
     """
 
-    def __init__(self, config: CSAKDConfig, backend: str = "auto"):
+    def __init__(self, config: CSAKDConfig, backend="auto"):
         super().__init__()
         if not isinstance(config, CSAKDConfig):
             raise ValueError(f"config: expected a CSAKDConfig, got {type(config).__name__}")
-        _checks.choice("backend", backend, backends.CHOICES)
-        self.config, self.backend = config, backend
-        self.decoder = _Decoder(config, backend)
+        per_op = op_backends(backend)
+        self.config, self.backend = config, (backend if isinstance(backend, str) else per_op)
+        self.decoder = _Decoder(config, per_op)
 
     def extra_repr(self) -> str:
         return f"backend={self.backend!r}"

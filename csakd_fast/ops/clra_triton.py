@@ -1,0 +1,365 @@
+"""CLRA block, ``backend="triton"``: implicit-GEMM 3×3 convolutions with fused epilogues.
+
+Same block and growth buffers as :mod:`csakd_fast.ops.clra_torch` (read its docstring for the
+formula). Every forward conv is one launch of :func:`_conv3x3_kernel`, an implicit GEMM
+
+    out[p, n] = epilogue( Σ_{tap, c} in[b(p), c, h(p) + dy(tap), w(p) + dx(tap)] · W[n, c, tap] + bias[n] )
+
+with M = B·H·W pixels, N = C_out, K = 9·C_in (taps × input channels, zero padding by masks) on
+``tl.dot`` with fp32 accumulation. The epilogue adds the bias and then
+
+- ``EPI_LRELU``  (c1..c4): LeakyReLU(0.2), stored into the conv's gc-channel slice of the buffer;
+- ``EPI_RES``    (c5 of dense blocks 1, 2): 0.2·acc + u, stored into the next buffer's u slot;
+- ``EPI_RES2``   (c5 of dense block 3): 0.2·(0.2·acc + u) + x, the block's output y.
+
+Grouped convs (groups g, C_in/g = cin_g, C_out/g = cout_g): a tile of BLOCK_N output channels
+covers the groups ⌊n0/cout_g⌋ … ⌊n1/cout_g⌋, so K runs only over their input channels
+[g0·cin_g, (g1 + 1)·cin_g) and the weight tile is block-diagonal (zero where a channel is not in
+the column's group). For groups = 1 this is the dense conv. The groups split the buffer *prefix*
+the conv reads, so a group may straddle the u / x1 boundary, as with the reference's torch.cat.
+Output channels per group are small in the student (1 or 2 for groups = 43): the block-diagonal
+tile wastes MACs there (those convs run at LR and are cheap) but keeps one kernel and tl.dot.
+
+**Layout: NCHW.** (1) The model is NCHW end to end, so the block needs no layout conversion at
+its boundaries. (2) A channel prefix of an NCHW buffer is one contiguous range per sample (for
+B = 1 a contiguous tensor), so the backward, which runs through aten (cuDNN / oneDNN
+``convolution_backward``, shared with the torch backend), reads the saved buffers as they are; in
+NHWC every prefix is pixel-strided (stride nf + 4·gc, not the prefix width), and cuDNN would get
+a ``contiguous()`` copy of it for every conv in backward (≈ 25–50 % of a bf16 dgrad + wgrad's
+time by byte/flop count). (3) The implicit GEMM's A tile [pixels × channels] is contiguous along
+the pixels of an image row: the pixel tile is BH rows × BW columns of one image, so the
+alignment analysis sees contiguous, 16-byte-aligned rows. The price, and the case for NHWC: the
+taps' ±1 column shifts make 2 of 3 loads misaligned for 16-bit types, which neither cp.async
+(≥ 4 bytes) nor TMA (Triton requires a 16-byte-aligned innermost block offset) can move; with
+``SPLIT_DX`` the dx = 0 loads are pipelined cp.async copies and the others plain loads. In NHWC
+every tap moves whole pixels (aligned, TMA-able) — worth measuring with a Triton backward on
+NHWC buffers, not with aten's. Weights are repacked per call to (3, 3, cin_g, C_out) so the
+[BLOCK_K × BLOCK_N] weight tile is contiguous along N. :func:`compile_report` compiles every
+autotuning candidate for sm_90 without a GPU: wgmma, ≤ 146 registers, no spills.
+
+**Backward** runs through the torch path (:func:`clra_torch.clra_backward`: aten
+``convolution_backward`` per conv, LeakyReLU' from the stored sign, one gradient buffer per dense
+block); with ``recompute`` the buffers are rebuilt with these Triton forward kernels. A Triton
+backward would have to beat cuDNN's dgrad/wgrad on the same buffers; what to measure on an H100
+(bf16, B = 8, 256²): per-conv dgrad and wgrad time of cuDNN on the prefix views (including the
+copy ``contiguous()`` makes of a prefix when B > 1) against an implicit-GEMM dgrad whose epilogue
+multiplies by LReLU' and accumulates into G's prefix in place (saving the add and the copy).
+
+Precision: fp32 inputs use ``input_precision="tf32"`` when ``torch.backends.cudnn.allow_tf32``
+(what the reference's cuDNN conv does then) and "ieee" otherwise; bf16/fp16 operands go to the
+tensor cores as they are, accumulation is fp32, the epilogue rounds once.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ..backends import register
+from .clra_torch import (RES, SLOPE, _backward_outputs, _fake_backward, _fake_forward, check_args,
+                         clra_backward, clra_torch, dims, needs_grad,
+                         register_autograd)
+
+EPI_LRELU, EPI_RES, EPI_RES2 = 0, 1, 2
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@triton.jit
+def _conv3x3_kernel(
+    x_ptr, w_ptr, b_ptr, out_ptr, res_ptr, res2_ptr,
+    H, W, cout, cin_g, cout_g,
+    sx_b, sx_c, so_b, so_c, sr_b, sr_c, sr2_b, sr2_c,
+    EPILOGUE: tl.constexpr, SLOPE_C: tl.constexpr, RES_C: tl.constexpr,
+    GROUPED: tl.constexpr, IDX64: tl.constexpr, W_POW2: tl.constexpr, SPLIT_DX: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, DOT_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """One [BLOCK_M pixels × BLOCK_N output channels] tile of a 3×3 conv (padding 1, stride 1).
+
+    x: (B, ≥cin, H, W) with plane strides (W, 1), channel stride sx_c, batch stride sx_b;
+    w: (3, 3, cin_g, cout) contiguous; out/res/res2: (B, cout, H, W) views, plane strides (W, 1).
+    The pixel tile is BH rows × BW columns of one image (BW = min(BLOCK_M, W rounded up to a
+    power of two)), so pixel offsets are provably contiguous along a row (vector loads and
+    stores). Offsets inside an image are int32 unless ``IDX64`` (C·H·W ≥ 2^31); the image's
+    base is an int64 scalar."""
+    BW: tl.constexpr = BLOCK_M if BLOCK_M < W_POW2 else W_POW2
+    BH: tl.constexpr = BLOCK_M // BW
+    tiles_w = tl.cdiv(W, BW)
+    tiles_h = tl.cdiv(H, BH)
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    tw = pid_m % tiles_w
+    th = (pid_m // tiles_w) % tiles_h
+    bimg = (pid_m // (tiles_w * tiles_h)).to(tl.int64)
+    r = tl.arange(0, BLOCK_M)
+    h = th * BH + r // BW
+    w = tw * BW + r % BW
+    if IDX64:
+        h = h.to(tl.int64)
+        w = w.to(tl.int64)
+        sx_c = sx_c.to(tl.int64)
+        so_c = so_c.to(tl.int64)
+        sr_c = sr_c.to(tl.int64)
+        sr2_c = sr2_c.to(tl.int64)
+    m_ok = (h < H) & (w < W)
+    hw = h * W + w
+    x_img = x_ptr + bimg * sx_b
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < cout
+    # K runs over the input channels of the groups this tile's columns belong to
+    n_first = pid_n * BLOCK_N
+    n_last = tl.minimum(n_first + BLOCK_N, cout) - 1
+    c_lo = (n_first // cout_g) * cin_g
+    c_hi = (n_last // cout_g + 1) * cin_g
+    n_chunks = tl.cdiv(c_hi - c_lo, BLOCK_K)
+    col_c0 = (offs_n // cout_g) * cin_g          # first input channel of each column's group
+    w_col = offs_n - col_c0 * cout               # packed-weight offset of (group's channel 0, n)
+    offs_kb = tl.arange(0, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    # K = 9·(c_hi − c_lo), walked as pipelinable loops over (tap, channel chunk). SPLIT_DX (16-bit
+    # types): one loop per column shift dx, a compile-time constant, so that the dx = 0 loads are
+    # provably 16-byte aligned and become cp.async copies (a ±1 shift is misaligned, and cp.async
+    # moves ≥ 4 bytes); fp32 is pipelined either way and keeps one loop (fewer registers).
+    for part in tl.static_range(3 if SPLIT_DX else 1):
+        for it in range(0, (3 if SPLIT_DX else 9) * n_chunks):
+            t = it // n_chunks
+            c0 = c_lo + (it - t * n_chunks) * BLOCK_K
+            if SPLIT_DX:
+                dy = t - 1
+                dx = part - 1
+                tap = t * 3 + part
+            else:
+                dy = t // 3 - 1
+                dx = t % 3 - 1
+                tap = t
+            hh = h + dy
+            ww = w + dx
+            pix_ok = m_ok & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+            offs_k = c0 + offs_kb
+            k_ok = offs_k < c_hi
+            a = tl.load(x_img + (hw + dy * W + dx)[:, None] + offs_k[None, :] * sx_c,
+                        mask=pix_ok[:, None] & k_ok[None, :], other=0.0)
+            w_off = (tap * cin_g + offs_k) * cout
+            if GROUPED:   # block-diagonal weight tile: zero where k is not in column n's group
+                cl = offs_k[:, None] - col_c0[None, :]
+                w_ok = (cl >= 0) & (cl < cin_g) & n_ok[None, :]
+            else:
+                w_ok = k_ok[:, None] & n_ok[None, :]
+            wt = tl.load(w_ptr + w_off[:, None] + w_col[None, :], mask=w_ok, other=0.0)
+            if DOT_FP32:   # the interpreter mishandles bf16/fp16 dot operands
+                a = a.to(tl.float32)
+                wt = wt.to(tl.float32)
+            acc = tl.dot(a, wt, acc, input_precision=INPUT_PRECISION)
+    acc += tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    mask = m_ok[:, None] & n_ok[None, :]
+    if EPILOGUE == 0:
+        acc = tl.where(acc > 0, acc, acc * SLOPE_C)
+    else:
+        r1 = tl.load(res_ptr + bimg * sr_b + hw[:, None] + offs_n[None, :] * sr_c,
+                     mask=mask, other=0.0)
+        acc = acc * RES_C + r1.to(tl.float32)
+        if EPILOGUE == 2:
+            r2 = tl.load(res2_ptr + bimg * sr2_b + hw[:, None] + offs_n[None, :] * sr2_c,
+                         mask=mask, other=0.0)
+            acc = acc * RES_C + r2.to(tl.float32)
+    tl.store(out_ptr + bimg * so_b + hw[:, None] + offs_n[None, :] * so_c,
+             acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _gpu_configs() -> List[triton.Config]:
+    """Autotuning candidates; each compiles for sm_90 without register spills in every epilogue
+    (tests/test_clra_fused.py checks the ptxas resource usage)."""
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=wp, num_stages=st)
+            for bm, bn, bk, wp, st in [(128, 64, 32, 8, 3), (128, 64, 64, 8, 3), (64, 64, 32, 4, 4),
+                                       (128, 32, 32, 4, 4), (256, 32, 32, 8, 3), (64, 32, 64, 4, 3),
+                                       (128, 16, 32, 4, 3)]]
+
+
+_conv3x3_tuned = triton.autotune(_gpu_configs(), key=["H", "W", "cout", "cin_g", "cout_g", "EPILOGUE"])(
+    _conv3x3_kernel)
+# the interpreter runs one fixed, small configuration (autotuning there only costs time)
+INTERPRET_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}
+INTERPRET_IDX64 = True   # tests switch it off to run the int32 index path under the interpreter
+INTERPRET_SPLIT_DX = False   # tests switch it on to run the 16-bit loop structure on fp32 there
+
+
+def _plane_ok(name: str, t: Tensor) -> None:
+    if t.stride(3) != 1 or t.stride(2) != t.shape[3]:
+        raise ValueError(f"{name}: expected contiguous H×W planes (strides (…, {t.shape[3]}, 1)), "
+                         f"got strides {tuple(t.stride())}")
+
+
+def _precision(dtype: torch.dtype) -> str:
+    if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 and not INTERPRET:
+        return "tf32"
+    return "ieee"
+
+
+def pack_weight(w: Tensor) -> Tensor:
+    """(cout, cin_g, 3, 3) -> (3, 3, cin_g, cout), the kernel's [K × N] layout."""
+    return w.permute(2, 3, 1, 0).contiguous()
+
+
+def conv3x3(inp: Tensor, cin: int, w_packed: Tensor, bias: Tensor, out: Tensor, groups: int,
+            epilogue: int, res: Optional[Tensor] = None, res2: Optional[Tensor] = None) -> Tensor:
+    """out = epilogue(conv3x3(inp[:, :cin], W, groups) + bias) written into ``out`` (a view).
+
+    inp (B, ≥cin, H, W), out/res/res2 (B, cout, H, W), all with contiguous H×W planes."""
+    B, _, H, W = inp.shape
+    cout = out.shape[1]
+    for name, t in (("inp", inp), ("out", out), ("res", res), ("res2", res2)):
+        if t is not None:
+            _plane_ok(name, t)
+    res = out if res is None else res
+    res2 = res if res2 is None else res2
+    wp2 = triton.next_power_of_2(W)
+    # int32 offsets inside an image unless one image's channels could address past 2^31 elements
+    # (the interpreter runs int64 throughout by default: same values, no int32 overflow checks)
+    idx64 = (max(t.stride(1) * t.shape[1] for t in (inp, out, res, res2)) >= 2 ** 31
+             or (INTERPRET and INTERPRET_IDX64))
+    consts = dict(EPILOGUE=epilogue, SLOPE_C=SLOPE, RES_C=RES, GROUPED=groups > 1, IDX64=idx64,
+                  W_POW2=wp2, SPLIT_DX=inp.element_size() < 4 or INTERPRET_SPLIT_DX,
+                  INPUT_PRECISION=_precision(inp.dtype), DOT_FP32=INTERPRET)
+
+    def tiles(block_m):
+        bw = min(block_m, wp2)
+        return triton.cdiv(H, block_m // bw), triton.cdiv(W, bw)
+
+    args = (inp, w_packed, bias, out, res, res2, H, W, cout, cin // groups, cout // groups,
+            inp.stride(0), inp.stride(1), out.stride(0), out.stride(1),
+            res.stride(0), res.stride(1), res2.stride(0), res2.stride(1))
+    if INTERPRET:
+        cfg = INTERPRET_CONFIG
+        grid = (B * math.prod(tiles(cfg["BLOCK_M"])), triton.cdiv(cout, cfg["BLOCK_N"]))
+        _conv3x3_kernel[grid](*args, **consts, **cfg)
+    else:
+        grid = lambda meta: (B * math.prod(tiles(meta["BLOCK_M"])),  # noqa: E731
+                             triton.cdiv(cout, meta["BLOCK_N"]))
+        _conv3x3_tuned[grid](*args, **consts)
+    return out
+
+
+def triton_forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], groups: int,
+                   keep: bool, final: bool = True) -> Tuple[Optional[Tensor], Tensor]:
+    """:func:`clra_torch.torch_forward` with every conv a fused Triton launch."""
+    B, _, H, W = x.shape
+    nf, gc, C = dims(x, weights)
+    x = x.contiguous()
+    bufs = x.new_empty((3 if keep else 1, B, C, H, W))
+    bufs[0, :, :nf].copy_(x)
+    packed = [pack_weight(w) for w in weights]
+    biases = [b.contiguous() for b in biases]
+    tmp = None if keep else torch.empty_like(x)
+    y = None
+    for j in range(3):
+        U = bufs[j] if keep else bufs[0]
+        for k in range(4):
+            cin, i = nf + k * gc, 5 * j + k
+            conv3x3(U, cin, packed[i], biases[i], U[:, cin:cin + gc], groups, EPI_LRELU)
+        if j == 2 and not final:
+            break
+        i = 5 * j + 4
+        if j < 2 and keep:
+            conv3x3(U, C, packed[i], biases[i], bufs[j + 1, :, :nf], groups, EPI_RES, res=U[:, :nf])
+        elif j < 2:   # one buffer: c5 reads u (halo), so it cannot overwrite u in place
+            conv3x3(U, C, packed[i], biases[i], tmp, groups, EPI_RES, res=U[:, :nf])
+            U[:, :nf].copy_(tmp)
+        else:
+            y = torch.empty_like(x)
+            conv3x3(U, C, packed[i], biases[i], y, groups, EPI_RES2, res=U[:, :nf], res2=x)
+    return y, bufs
+
+
+@torch.library.custom_op("csakd_fast::clra_triton", mutates_args=())
+def clra_triton_op(x: Tensor, weights: List[Tensor], biases: List[Tensor], groups: int,
+                   keep: bool) -> Tuple[Tensor, Tensor]:
+    """y = CLRA(x) (B, nf, H, W) and, with ``keep``, the three growth buffers (3, B, nf + 4·gc, H, W)."""
+    y, bufs = triton_forward(x, weights, biases, groups, keep)
+    return y, (bufs if keep else x.new_empty((0,)))
+
+
+@torch.library.custom_op("csakd_fast::clra_triton_backward", mutates_args=())
+def clra_triton_backward_op(gy: Tensor, x: Tensor, bufs: Tensor, weights: List[Tensor],
+                            biases: List[Tensor], groups: int,
+                            need_gx: bool) -> Tuple[Tensor, List[Tensor], List[Tensor]]:
+    """The torch backward; a recompute rebuilds the buffers with the Triton forward."""
+    return _backward_outputs(gy, *clra_backward(gy, x, bufs, weights, biases, groups, need_gx,
+                                                triton_forward))
+
+
+clra_triton_op.register_fake(_fake_forward)
+clra_triton_backward_op.register_fake(_fake_backward)
+register_autograd(clra_triton_op, clra_triton_backward_op)
+
+
+@register("clra", "triton")
+def clra_triton(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], groups: int,
+                recompute: bool = False) -> Tensor:
+    """One CLRA block on Triton kernels; ``recompute`` keeps only x for backward. float64 (no
+    tensor-core dot) runs the torch backend."""
+    check_args(x, weights, biases, groups)
+    if x.dtype not in KERNEL_DTYPES:
+        return clra_torch(x, weights, biases, groups, recompute)
+    keep = (not recompute) and needs_grad(x, weights, biases)
+    y, _ = clra_triton_op(x.contiguous(), list(weights), list(biases), groups, keep)
+    return y
+
+
+# --- build check without a GPU ---------------------------------------------------------------
+def compile_report(arch: int = 90, dtypes=("bf16", "fp32"), epilogues=(EPI_LRELU, EPI_RES2),
+                   grouped=(False, True), configs=None) -> List[dict]:
+    """Compile :func:`_conv3x3_kernel` ahead of time for ``sm_<arch>`` (no GPU needed: Triton's
+    bundled ptxas) and return, per variant, ptxas' registers, stack (spills) and shared memory.
+
+    Run it in a process without ``TRITON_INTERPRET=1`` (the interpreter patches triton.language
+    in place)."""
+    import subprocess
+    import tempfile
+
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import ASTSource
+
+    if INTERPRET:
+        raise RuntimeError("compile_report: run it without TRITON_INTERPRET=1")
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    ints = ["H", "W", "cout", "cin_g", "cout_g", "sx_b", "sx_c", "so_b", "so_c", "sr_b", "sr_c",
+            "sr2_b", "sr2_c"]
+    rows = []
+    for cfg in (configs or _gpu_configs()):
+        for dt in dtypes:
+            for epi in epilogues:
+                for grp in grouped:
+                    sig = {n: "*" + dt for n in ("x_ptr", "w_ptr", "b_ptr", "out_ptr", "res_ptr",
+                                                 "res2_ptr")}
+                    sig.update({n: "i32" for n in ints})
+                    consts = dict(EPILOGUE=epi, SLOPE_C=SLOPE, RES_C=RES, GROUPED=grp, IDX64=False,
+                                  W_POW2=256, SPLIT_DX=dt != "fp32", INPUT_PRECISION="tf32",
+                                  DOT_FP32=False, **cfg.kwargs)
+                    sig.update({n: "constexpr" for n in consts})
+                    # what a launch specialises on realistic shapes (W = 256, H·W planes):
+                    # 16-aligned pointers, H, W and strides multiples of 16
+                    names = list(sig)
+                    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in names
+                             if n.endswith("_ptr") or n in ("H", "W") or n.startswith("s")}
+                    k = triton.compile(ASTSource(_conv3x3_kernel, sig, consts, attrs),
+                                       target=GPUTarget("cuda", arch, 32),
+                                       options={"num_warps": cfg.num_warps,
+                                                "num_stages": cfg.num_stages})
+                    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+                        f.write(k.asm["cubin"])
+                        f.flush()
+                        usage = subprocess.run([cuobjdump, "--dump-resource-usage", f.name],
+                                               capture_output=True, text=True, check=True).stdout
+                    line = next(ln for ln in usage.splitlines() if "REG:" in ln)
+                    res = dict(kv.split(":", 1) for kv in line.split())
+                    rows.append(dict(**cfg.kwargs, warps=cfg.num_warps, stages=cfg.num_stages,
+                                     dtype=dt, epilogue=epi, grouped=grp, regs=int(res["REG"]),
+                                     stack=int(res["STACK"]), shared=k.metadata.shared,
+                                     wgmma="warp_group_dot" in k.asm["ttgir"]))
+    return rows
