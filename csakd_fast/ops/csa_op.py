@@ -17,6 +17,13 @@ Saved for backward: the op's inputs as given (the four maps and the weights, no 
 gram, proj, vecs: at most C² + 2·D·C + 2·C numbers per sample, nothing proportional to H·W.
 Every per-pixel intermediate (att, the gates) is recomputed in ``csa_bwd``.
 
+Why ``custom_op`` and not ``torch.library.triton_op``: triton_op would let inductor see the Triton
+kernels, but under ``TRITON_INTERPRET=1`` (torch 2.13, triton 3.9) it runs eagerly and fails as
+soon as fake tensors are involved (torch.compile and opcheck's ``test_faketensor``: the interpreter
+reads the data pointers of FakeTensors, "Attempted to set the storage of a tensor on device meta
+to a storage on different device cpu"), so it could not be tested on this project's GPU-less
+machines. A custom_op is opaque to inductor and works everywhere.
+
 ``csa_bwd(dout, <the 15 tensor inputs>, gram, proj, vecs, heads, attention, up1, up3, backend)
 -> [dx1, dx2, dx3, dx4, dwq, dbq, dwk, dbk, dwv, dbv, dwo, dbo, dwg, dbg, dtemperature]``; an
 absent optional input gets an empty tensor. dx1, dx3 have the (LR) shapes of x1, x3.

@@ -101,18 +101,6 @@ def _gram_kernel(a_ptr, b_ptr, ma_ptr, mb_ptr, g_ptr, sa_ptr, sb_ptr,
 
 
 @triton.jit
-def _row(x, r, i: tl.constexpr):
-    """Row i of a (16, BLOCK) tile as a (BLOCK,) vector."""
-    return tl.sum(tl.where(r[:, None] == i, x, 0.0), 0)
-
-
-@triton.jit
-def _sqmat(ptr, rc, C_PAD: tl.constexpr):
-    """A zero-padded (C_PAD, C_PAD) float32 matrix at ``ptr``."""
-    return tl.load(ptr + rc[:, None] * C_PAD + rc[None, :])
-
-
-@triton.jit
 def _apply_fwd_kernel(x1_ptr, x2_ptr, x3_ptr, x4_ptr, m_ptr, c_ptr, wg_ptr, bg_ptr, out_ptr,
                       C, H, W, S,
                       X1_LR: tl.constexpr, X3_LR: tl.constexpr, GATE: tl.constexpr,
@@ -130,6 +118,7 @@ def _apply_fwd_kernel(x1_ptr, x2_ptr, x3_ptr, x4_ptr, m_ptr, c_ptr, wg_ptr, bg_p
     rc = tl.arange(0, C_PAD)
     rc64 = rc.to(tl.int64)
     rg = tl.arange(0, NG)
+    sq = rc[:, None] * C_PAD + rc[None, :]               # a padded (C_PAD, C_PAD) matrix
     cmask = (rc < C)[:, None] & lm[None, :]
     hr_base = pid_b * C * N + rc64[:, None] * N
     lr_off = pid_b * C * L + rc64[:, None] * L + l[None, :]
@@ -140,7 +129,7 @@ def _apply_fwd_kernel(x1_ptr, x2_ptr, x3_ptr, x4_ptr, m_ptr, c_ptr, wg_ptr, bg_p
         x1l = tl.load(x1_ptr + lr_off, mask=cmask, other=0.0).to(tl.float32)
     if X3_LR:
         x3l = tl.load(x3_ptr + lr_off, mask=cmask, other=0.0).to(tl.float32)
-        mx3l = tl.dot(_sqmat(mat, rc, C_PAD), x3l, input_precision=PREC) + cvec[:, None]
+        mx3l = tl.dot(tl.load(mat + sq), x3l, input_precision=PREC) + cvec[:, None]
     if GATE:
         zl = tl.zeros([NG, BLOCK_L], dtype=tl.float32) + tl.load(bg_ptr + rg)[:, None]
         if X1_LR:
@@ -157,7 +146,7 @@ def _apply_fwd_kernel(x1_ptr, x2_ptr, x3_ptr, x4_ptr, m_ptr, c_ptr, wg_ptr, bg_p
             att = mx3l + x4
         else:
             x3 = tl.load(x3_ptr + offs, mask=cmask, other=0.0).to(tl.float32)
-            att = tl.dot(_sqmat(mat, rc, C_PAD), x3, input_precision=PREC) + cvec[:, None] + x4
+            att = tl.dot(tl.load(mat + sq), x3, input_precision=PREC) + cvec[:, None] + x4
         if GATE:
             if X1_LR:
                 x1 = x1l
@@ -170,8 +159,12 @@ def _apply_fwd_kernel(x1_ptr, x2_ptr, x3_ptr, x4_ptr, m_ptr, c_ptr, wg_ptr, bg_p
             z += tl.dot(tl.load(wg_ptr + NG * C_PAD + gmat), x2, input_precision=PREC)
             z += tl.dot(tl.load(wg_ptr + 3 * NG * C_PAD + gmat), att, input_precision=PREC)
             g = tl.sigmoid(z)
-            out = (_row(g, rg, 0)[None, :] * x1 + _row(g, rg, 1)[None, :] * x2
-                   + _row(g, rg, 2)[None, :] * x3 + _row(g, rg, 3)[None, :] * att)
+            # row i of the (16, BLOCK_L) gate tile as a (BLOCK_L,) vector: a masked sum
+            g0 = tl.sum(tl.where(rg[:, None] == 0, g, 0.0), 0)
+            g1 = tl.sum(tl.where(rg[:, None] == 1, g, 0.0), 0)
+            g2 = tl.sum(tl.where(rg[:, None] == 2, g, 0.0), 0)
+            g3 = tl.sum(tl.where(rg[:, None] == 3, g, 0.0), 0)
+            out = g0[None, :] * x1 + g1[None, :] * x2 + g2[None, :] * x3 + g3[None, :] * att
         else:
             out = att
         tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=cmask)
@@ -195,6 +188,7 @@ def _apply_bwd1_kernel(x1_ptr, x2_ptr, x3_ptr, x4_ptr, do_ptr, m_ptr, mt_ptr, c_
     rc = tl.arange(0, C_PAD)
     rc64 = rc.to(tl.int64)
     rg = tl.arange(0, NG)
+    sq = rc[:, None] * C_PAD + rc[None, :]               # a padded (C_PAD, C_PAD) matrix
     mat = m_ptr + pid_b * C_PAD * C_PAD
     matt = mt_ptr + pid_b * C_PAD * C_PAD
     cvec = tl.load(c_ptr + pid_b * C_PAD + rc)
@@ -219,7 +213,7 @@ def _apply_bwd1_kernel(x1_ptr, x2_ptr, x3_ptr, x4_ptr, do_ptr, m_ptr, mt_ptr, c_
             x1l = tl.load(x1_ptr + lr_off, mask=cmask, other=0.0).to(tl.float32)
         if X3_LR:
             x3l = tl.load(x3_ptr + lr_off, mask=cmask, other=0.0).to(tl.float32)
-            mx3l = tl.dot(_sqmat(mat, rc, C_PAD), x3l, input_precision=PREC) + cvec[:, None]
+            mx3l = tl.dot(tl.load(mat + sq), x3l, input_precision=PREC) + cvec[:, None]
             accd = tl.zeros([C_PAD, BLOCK_L], dtype=tl.float32)
             if GATE:
                 acc3 = tl.zeros([C_PAD, BLOCK_L], dtype=tl.float32)
@@ -250,7 +244,7 @@ def _apply_bwd1_kernel(x1_ptr, x2_ptr, x3_ptr, x4_ptr, do_ptr, m_ptr, mt_ptr, c_
                     att = mx3l + x4
                 else:
                     x3 = tl.load(x3_ptr + offs, mask=cmask, other=0.0).to(tl.float32)
-                    att = (tl.dot(_sqmat(mat, rc, C_PAD), x3, input_precision=PREC)
+                    att = (tl.dot(tl.load(mat + sq), x3, input_precision=PREC)
                            + cvec[:, None] + x4)
                     z += tl.dot(tl.load(wg_ptr + 2 * NG * C_PAD + gmat), x3, input_precision=PREC)
                 z += tl.dot(tl.load(wg_ptr + NG * C_PAD + gmat), x2, input_precision=PREC)
@@ -261,10 +255,11 @@ def _apply_bwd1_kernel(x1_ptr, x2_ptr, x3_ptr, x4_ptr, do_ptr, m_ptr, mt_ptr, c_
                      tl.where(rg[:, None] == 2, tl.sum(dout * x3, 0)[None, :],
                      tl.where(rg[:, None] == 3, tl.sum(dout * att, 0)[None, :], 0.0))))
                 dz = tl.where(lm[None, :], dg * g * (1.0 - g), 0.0)
-                g0 = _row(g, rg, 0)
-                g1 = _row(g, rg, 1)
-                g2 = _row(g, rg, 2)
-                d_att = (_row(g, rg, 3)[None, :] * dout
+                g0 = tl.sum(tl.where(rg[:, None] == 0, g, 0.0), 0)
+                g1 = tl.sum(tl.where(rg[:, None] == 1, g, 0.0), 0)
+                g2 = tl.sum(tl.where(rg[:, None] == 2, g, 0.0), 0)
+                g3 = tl.sum(tl.where(rg[:, None] == 3, g, 0.0), 0)
+                d_att = (g3[None, :] * dout
                          + tl.dot(tl.load(wgt_ptr + 3 * NG * C_PAD + gmatt), dz, input_precision=PREC))
                 aw2 += tl.dot(dz, tl.trans(x2), input_precision=PREC)
                 aw4 += tl.dot(dz, tl.trans(att), input_precision=PREC)
@@ -279,7 +274,7 @@ def _apply_bwd1_kernel(x1_ptr, x2_ptr, x3_ptr, x4_ptr, do_ptr, m_ptr, mt_ptr, c_
                     aw3 += tl.dot(dz, tl.trans(x3), input_precision=PREC)
                     dx3 = (g2[None, :] * dout
                            + tl.dot(tl.load(wgt_ptr + 2 * NG * C_PAD + gmatt), dz, input_precision=PREC)
-                           + tl.dot(_sqmat(matt, rc, C_PAD), d_att, input_precision=PREC))
+                           + tl.dot(tl.load(matt + sq), d_att, input_precision=PREC))
                     tl.store(dx3_ptr + offs, dx3.to(dx3_ptr.dtype.element_ty), mask=cmask)
                 if QK:
                     gd = gd_ptr + pid_b * 6 * N + p
@@ -301,11 +296,11 @@ def _apply_bwd1_kernel(x1_ptr, x2_ptr, x3_ptr, x4_ptr, do_ptr, m_ptr, mt_ptr, c_
                 if X3_LR:
                     accd += d_att
                 else:
-                    dx3 = tl.dot(_sqmat(matt, rc, C_PAD), d_att, input_precision=PREC)
+                    dx3 = tl.dot(tl.load(matt + sq), d_att, input_precision=PREC)
                     tl.store(dx3_ptr + offs, dx3.to(dx3_ptr.dtype.element_ty), mask=cmask)
             tl.store(dx4_ptr + offs, d_att.to(dx4_ptr.dtype.element_ty), mask=cmask)
         if X3_LR:
-            dx3 = tl.dot(_sqmat(matt, rc, C_PAD), accd, input_precision=PREC)
+            dx3 = tl.dot(tl.load(matt + sq), accd, input_precision=PREC)
             if GATE:
                 dx3 += acc3 + tl.dot(tl.load(wgt_ptr + 2 * NG * C_PAD + gmatt), pdz,
                                      input_precision=PREC)
@@ -347,6 +342,7 @@ def _apply_bwd2_kernel(x1_ptr, x2_ptr, do_ptr, gd_ptr, wgt_ptr,
     rc = tl.arange(0, C_PAD)
     rc64 = rc.to(tl.int64)
     rg = tl.arange(0, NG)
+    sq = rc[:, None] * C_PAD + rc[None, :]               # a padded (C_PAD, C_PAD) matrix
     cmask = (rc < C)[:, None] & lm[None, :]
     hr_base = pid_b * C * N + rc64[:, None] * N
     lr_off = pid_b * C * L + rc64[:, None] * L + l[None, :]
@@ -356,7 +352,7 @@ def _apply_bwd2_kernel(x1_ptr, x2_ptr, do_ptr, gd_ptr, wgt_ptr,
     e2 = tl.load(e2_ptr + pid_b * C_PAD + rc)
     if X1_LR:
         x1l = tl.load(x1_ptr + lr_off, mask=cmask, other=0.0).to(tl.float32)
-        t21 = tl.dot(_sqmat(e12t_ptr + sm, rc, C_PAD), x1l, input_precision=PREC) + e2[:, None]
+        t21 = tl.dot(tl.load(e12t_ptr + sm + sq), x1l, input_precision=PREC) + e2[:, None]
         accx2 = tl.zeros([C_PAD, BLOCK_L], dtype=tl.float32)
         if GATE:
             acc1 = tl.zeros([C_PAD, BLOCK_L], dtype=tl.float32)
@@ -369,12 +365,12 @@ def _apply_bwd2_kernel(x1_ptr, x2_ptr, do_ptr, gd_ptr, wgt_ptr,
             dx2 = t21
         else:
             x1 = tl.load(x1_ptr + offs, mask=cmask, other=0.0).to(tl.float32)
-            dx2 = tl.dot(_sqmat(e12t_ptr + sm, rc, C_PAD), x1, input_precision=PREC) + e2[:, None]
-            dx1 = tl.dot(_sqmat(e12_ptr + sm, rc, C_PAD), x2, input_precision=PREC) + e1[:, None]
+            dx2 = tl.dot(tl.load(e12t_ptr + sm + sq), x1, input_precision=PREC) + e2[:, None]
+            dx1 = tl.dot(tl.load(e12_ptr + sm + sq), x2, input_precision=PREC) + e1[:, None]
             if NORMALIZED:
-                dx1 += tl.dot(_sqmat(e11_ptr + sm, rc, C_PAD), x1, input_precision=PREC)
+                dx1 += tl.dot(tl.load(e11_ptr + sm + sq), x1, input_precision=PREC)
         if NORMALIZED:
-            dx2 += tl.dot(_sqmat(e22_ptr + sm, rc, C_PAD), x2, input_precision=PREC)
+            dx2 += tl.dot(tl.load(e22_ptr + sm + sq), x2, input_precision=PREC)
         if GATE:
             dout = tl.load(do_ptr + offs, mask=cmask, other=0.0).to(tl.float32)
             gd = gd_ptr + pid_b * 6 * N + p
@@ -396,8 +392,8 @@ def _apply_bwd2_kernel(x1_ptr, x2_ptr, do_ptr, gd_ptr, wgt_ptr,
     if X1_LR:
         own = e1[:, None] + tl.zeros([C_PAD, BLOCK_L], dtype=tl.float32)
         if NORMALIZED:
-            own += tl.dot(_sqmat(e11_ptr + sm, rc, C_PAD), x1l, input_precision=PREC)
-        dx1 = tl.dot(_sqmat(e12_ptr + sm, rc, C_PAD), accx2, input_precision=PREC) + (S * S) * own
+            own += tl.dot(tl.load(e11_ptr + sm + sq), x1l, input_precision=PREC)
+        dx1 = tl.dot(tl.load(e12_ptr + sm + sq), accx2, input_precision=PREC) + (S * S) * own
         if GATE:
             dx1 += acc1 + tl.dot(tl.load(wgt_ptr + gmatt), pdz, input_precision=PREC)
         tl.store(dx1_ptr + lr_off, dx1.to(dx1_ptr.dtype.element_ty), mask=cmask)
@@ -419,20 +415,31 @@ def _prec(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
+# Under TRITON_INTERPRET=1 every tl op costs about a millisecond of Python whatever its size, so the
+# interpreter gets larger tiles (the same code paths); tests shrink them (monkeypatch) to exercise
+# the multi-tile loops and the split-N partial sums on tiny shapes.
+INTERPRETER = {"BLOCK_P": 256, "BLOCK_L": 128, "programs": 3}
+
+
+def _interpreting(device: torch.device) -> bool:
+    return device.type != "cuda"
+
+
 def _programs(device: torch.device) -> int:
-    """How many programs a split-N reduction aims for (the interpreter: a few, so that the
-    partial-sum path is exercised by the CPU tests)."""
-    if device.type == "cuda":
-        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
-    return int(os.environ.get("CSAKD_TRITON_SPLITS", "3"))
+    """How many programs a split-N reduction aims for (a few under the interpreter)."""
+    if _interpreting(device):
+        return INTERPRETER["programs"]
+    return 4 * torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _blocks(C_PAD: int):
-    """(BLOCK_L, num_warps) of the pixel kernels; keeps a (C_PAD, BLOCK_L) float32 tile at
-    ≤ 16 registers per thread."""
+def _blocks(C_PAD: int, device: torch.device):
+    """(BLOCK_P, BLOCK_L, num_warps): pixels per Gram tile, coarse pixels per apply tile, warps.
+    On a GPU a (C_PAD, BLOCK) float32 tile stays at ≤ 16 registers per thread."""
+    if _interpreting(device):
+        return INTERPRETER["BLOCK_P"], INTERPRETER["BLOCK_L"], 4
     if C_PAD >= 128:
-        return 32, 8
-    return 64 if C_PAD <= 32 else 32, 4
+        return 32, 32, 8
+    return (64, 64, 4) if C_PAD <= 32 else (64, 32, 4)
 
 
 def _split(n_tiles: int, B: int, device) -> tuple:
@@ -447,7 +454,7 @@ def gram(a, b, up_a: int, ma=None, mb=None):
     a: (B, C, H/up_a, W/up_a), b: (B, C, H, W), contiguous; ma, mb: (B, C) float32 or None."""
     B, C, H, W = b.shape
     C_PAD = _cpad(C)
-    BLOCK_P = 64 if C_PAD <= 64 else 32
+    BLOCK_P, _, warps = _blocks(C_PAD, b.device)
     n_split, per = _split(triton.cdiv(H * W, BLOCK_P), B, b.device)
     part = _empty((B, n_split, C, C), torch.float32, b.device)
     sa = _empty((B, n_split, C), torch.float32, b.device)
@@ -457,7 +464,7 @@ def gram(a, b, up_a: int, ma=None, mb=None):
     _gram_kernel[(B, n_split)](
         a, b, ma if centre else dummy, mb if centre else dummy, part, sa, sb,
         C, H, W, up_a, per, CENTRE=centre, C_PAD=C_PAD, BLOCK_P=BLOCK_P,
-        PREC=_prec(b.dtype), num_warps=8 if C_PAD >= 128 else 4)
+        PREC=_prec(b.dtype), num_warps=warps)
     return part.sum(1), sa.sum(1), sb.sum(1)
 
 
@@ -528,7 +535,7 @@ def forward(x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, temperature,
     gram_, proj, vecs = pass1(x1, x2, w, attention, up1)
     small = csa_small.forward(w, gram_, proj, vecs, heads, attention, H * W)
     C_PAD = _cpad(C)
-    BLOCK_L, warps = _blocks(C_PAD)
+    _, BLOCK_L, warps = _blocks(C_PAD, x2.device)
     x1c, x3c, S, _, _ = _coarse(x1, x3, up1, up3)
     wgp, _, bgp = _gate_mats(wg, bg, C, C_PAD, x2.device)
     out = _empty(x2.shape, x2.dtype, x2.device)
@@ -550,7 +557,7 @@ def backward(dout, x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, tempe
     w = Weights.of(torch.float32, wq, bq, wk, bk, wv, bv, wo, bo, temperature)
     small = csa_small.forward(w, gram_, proj, vecs, heads, attention, N)
     C_PAD = _cpad(C)
-    BLOCK_L, warps = _blocks(C_PAD)
+    _, BLOCK_L, warps = _blocks(C_PAD, x2.device)
     prec = _prec(dt)
     gate, qk = wg is not None, attention != "legacy"
     x1c, x3c, S, f1, f3 = _coarse(x1, x3, up1, up3)
