@@ -123,8 +123,9 @@ def copy_bandwidth(device, nbytes=1 << 29, repeats=20) -> float:
 
 
 def _available(device) -> list:
-    names = ["reference", "compile"]
-    return names + [b for b in ("torch", "triton") if b in _backends.available("csa", device)]
+    """Backends that can run, torch.compile last (its compile workers outlive the compile)."""
+    fused = [b for b in ("torch", "triton") if b in _backends.available("csa", device)]
+    return ["reference", *fused, "compile"]
 
 
 def run(device="cpu", dtype="float32", batch=2, res=(128, 256), channels=86, attn_dim=64,
@@ -133,7 +134,11 @@ def run(device="cpu", dtype="float32", batch=2, res=(128, 256), channels=86, att
     """Measure every backend at every resolution; returns one record per (res, backend, mode)."""
     device = torch.device(device)
     dt = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    backends = list(backends or _available(device))
+    can = _available(device)
+    skipped = [b for b in (backends or ()) if b not in can]
+    if skipped:
+        log(f"skipped (cannot run on {device} here): {', '.join(skipped)}")
+    backends = [b for b in (backends or can) if b in can]
     cuda = device.type == "cuda"
     env = {"device": torch.cuda.get_device_name(device) if cuda else f"cpu x{torch.get_num_threads()} threads",
            "torch": torch.__version__}
@@ -147,7 +152,8 @@ def run(device="cpu", dtype="float32", batch=2, res=(128, 256), channels=86, att
         for backend in backends:
             module = build("reference" if backend == "compile" else backend, device, dt, channels,
                            attn_dim, heads, gate, attention, scale)
-            call = torch.compile(module) if backend == "compile" else module
+            # static shapes: a recompile for the next resolution with dynamic shapes trips inductor
+            call = torch.compile(module, dynamic=False) if backend == "compile" else module
             params = list(module.parameters())
             grad_sets = [tuple(x.detach().clone().requires_grad_() for x in s) for s in sets]
 

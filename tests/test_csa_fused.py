@@ -167,6 +167,36 @@ def test_gradients_that_vanish_are_exact_zeros(backend):
     assert torch.count_nonzero(g["x1"]) == 0 and torch.count_nonzero(g["x2"]) == 0
 
 
+@pytest.mark.parametrize("backend,dtype", RUNS, ids=[f"{b}-{str(d)[6:]}" for b, d in RUNS])
+def test_normalized_zero_norm_token_follows_f_normalize(backend, dtype, strict_triton):
+    """A query row of Wq that is zero makes a centred token of norm 0 < eps: the reference's
+    F.normalize(eps=1e-12) divides by eps (a logit of 0, a gradient scaled by 1/eps); ours too."""
+    if backend not in FUSED:
+        pytest.skip(f"backend {backend!r} cannot run here")
+    C, D, heads = 13, 6, 2
+    ref = _layer(C, D, heads, True, "normalized", "reference")
+    with torch.no_grad():
+        ref.query_conv.weight[1].zero_()
+    xs = [torch.randn(3, C, 7, 9, dtype=torch.float64, requires_grad=True) for _ in range(4)]
+    out = ref(*xs)
+    dout = torch.randn_like(out)
+    want = torch.autograd.grad(out, xs + list(ref.parameters()), dout)
+    layer = _layer(C, D, heads, True, "normalized", backend, dtype).to(DEV)
+    layer.load_state_dict(ref.state_dict())
+    ys = [x.detach().to(DEV, dtype).requires_grad_() for x in xs]
+    got_out = layer(*ys)
+    got = torch.autograd.grad(got_out, ys + list(layer.parameters()), dout.to(DEV, dtype))
+    _check(got_out, out.detach(), TOL[dtype], "out")
+    names = ["x1", "x2", "x3", "x4"] + [n for n, _ in ref.named_parameters()]
+    assert want[names.index("query_conv.weight")].abs().max() > 1e9   # the 1/eps branch is taken
+    for n, g, w in zip(names, got, want):
+        if n in ("query_conv.bias", "key_conv.bias"):
+            # zero in exact arithmetic; the reference's centring leaves 1e-16 x 1/eps of noise
+            assert torch.count_nonzero(g) == 0, n
+        else:
+            _check(g, w, TOL[dtype], f"d{n}")
+
+
 def _op_args(attention, gate, backend, dtype=torch.float64, B=2, C=3, H=4, W=6, up1=2, up3=1,
              heads=2, D=4, device="cpu"):
     torch.manual_seed(3)

@@ -25,6 +25,12 @@ Logits, per head h (rows R_h of D):
                   ``x / max(‖x‖, eps)`` applied to the centred tokens, eps = NORM_EPS = 1e-12;
                   as in torch, the norm's gradient passes only where ‖x‖ ≥ eps.
 
+The centred Grams are formed from explicitly centred data (channel means first, then the Gram of
+x − m), never as G − N·m mᵀ, so the correlations keep their precision when the channel means are
+large against the spread. For a token whose centred norm is (near) zero the reference's norm comes
+from the token itself, ours from the quadratic form diag(Wq G11c Wqᵀ) (clamped at 0 before the
+square root); both then take the eps branch and agree up to rounding.
+
 A = softmax(L) (``legacy``: A = all-ones d×d blocks), and the pixel map is affine:
 att = M X3 + c 1ᵀ + X4, M = Wo blockdiag(A) Wv (C, C), c = Wo blockdiag(A) bv + bo (C).
 
