@@ -429,7 +429,8 @@ def _programs(device: torch.device) -> int:
     """How many programs a split-N reduction aims for (a few under the interpreter)."""
     if _interpreting(device):
         return INTERPRETER["programs"]
-    return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    # two waves of programs: enough to fill the GPU, few (C, C) float32 partials to sum after
+    return 2 * torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _blocks(C_PAD: int, device: torch.device):
