@@ -62,14 +62,6 @@ def _load(backend: str) -> None:
             _failures[backend].append(f"{mod} failed to import ({type(e).__name__}: {e})")
 
 
-def load_all() -> None:
-    """Import every provider module now. Layers call this when they are built: torch.compile
-    cannot trace the module discovery (pkgutil, os.stat), so a first dispatch inside a
-    ``fullgraph=True`` trace would fail."""
-    for backend in BACKENDS:
-        _load(backend)
-
-
 def _availability(backend: str, device: torch.device) -> str | None:
     """None when ``backend`` can run on ``device``, else the reason it cannot."""
     _load(backend)

@@ -345,7 +345,7 @@ def test_model_with_fused_backends_matches_reference(attention):
 def test_compile_fullgraph_layer_and_model(monkeypatch):
     """torch.compile(fullgraph=True) traces through the custom op: inductor on the layer (forward
     and backward), aot_eager on a whole (one-block) model, both compiled before any eager call
-    dispatched the op (backend discovery must happen when the layers are built)."""
+    dispatched the op (backends.resolve runs eagerly at trace time: assume_constant_result)."""
     from conftest import small
 
     monkeypatch.setattr(backends, "_failures", {})   # as in a fresh process: nothing loaded yet

@@ -36,7 +36,6 @@ class CrossSelfAttention(nn.Module):
             raise ValueError(f"attn_dim: expected a multiple of heads={heads}, got {attn_dim}")
         _checks.choice("attention", attention, ATTENTIONS)
         _checks.choice("backend", backend, backends.CHOICES)
-        backends.load_all()   # outside any torch.compile trace (see backends.load_all)
         self.channels, self.attn_dim, self.heads = channels, attn_dim, heads
         self.gate, self.attention, self.backend = bool(gate), attention, backend
         self.query_conv = nn.Conv2d(channels, attn_dim, 1)
