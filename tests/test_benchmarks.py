@@ -10,14 +10,6 @@ from csakd_fast import backends
 from csakd_fast.ops import reference
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops on a shared 2-core machine: spinning threads only slow them
-    yield
-    torch.set_num_threads(n)
-
-
 # --- saved-for-backward bytes --------------------------------------------------------------------
 def test_saved_bytes_counts_unique_storages():
     a = torch.randn(256, requires_grad=True)  # 1024 bytes
@@ -84,7 +76,7 @@ def test_largest_fitting(limit, want):
     assert all(s % 16 == 0 for s in tried) and len(tried) == len(set(tried)) <= 13
 
 
-def test_maxres_search_runs_a_real_training_step(one_thread):
+def test_maxres_search_runs_a_real_training_step():
     rec = maxres.search(torch.device("cpu"), torch.float32, "reference", 1, width="tiny", cap=32,
                         log=lambda *a: None)
     assert rec["status"] == "ok" and rec["max_res"] == 32 and rec["ended"] == "cap reached"
@@ -120,10 +112,10 @@ def second_backends(monkeypatch):
     monkeypatch.setitem(backends._IMPLS.setdefault("clra", {}), "cpp", clra)
 
 
-def test_harness_end_to_end(tmp_path, one_thread, second_backends):
+def test_harness_end_to_end(tmp_path, second_backends):
     out = tmp_path / "run"
     rc = run.main(["--suite", "smoke", "--out", str(out), "--backends", "reference,cpp", "--quiet",
-                   "--no-plots"])
+                   "--no-plots", "--cases", "csa,clra,teacher,student,cotrain"])
     assert rc == 0
     doc = json.loads((out / "results.json").read_text())
     recs = doc["records"]
@@ -216,7 +208,7 @@ def test_results_writer_refuses_records_without_device_info(tmp_path):
 
 
 # --- plug-ins ------------------------------------------------------------------------------------
-def test_plugin_cases_run_through_the_harness(tmp_path, one_thread):
+def test_plugin_cases_run_through_the_harness(tmp_path):
     (tmp_path / "bench_fake.py").write_text(textwrap.dedent("""
         import torch
         import csakd_fast as cf

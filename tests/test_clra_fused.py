@@ -35,16 +35,6 @@ needs_triton = pytest.mark.skipif(clra_triton is None, reason=TRITON_WHY or "n/a
 gpu_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (bf16 / compiled kernels)")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny shapes: one intra-op thread (on a shared 2-core machine, OpenMP's barriers around
-    thousands of microsecond-sized ops cost more than the second core gives)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # --- helpers --------------------------------------------------------------------------------
 def make_params(nf, gc, groups, dtype=torch.float32, device="cpu"):
     """Weights with unit-scale outputs (so LReLU's negative branch and every path matter) and

@@ -39,16 +39,6 @@ RUNS = [("torch", torch.float64), ("torch", torch.float32), ("triton", torch.flo
 INTERPRETED = not torch.cuda.is_available()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The shapes here are tiny: intra-op threads only add synchronisation, and on a busy 2-core
-    machine OpenMP's spinning barriers make every op ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def strict_triton(monkeypatch):
     """For Triton runs: interpreter tiles of 16 pixels (the tiny shapes here then span several
