@@ -69,6 +69,19 @@ def choice(name: str, v, options: Iterable[str]) -> str:
     return v
 
 
+def known_fields(name: str, d, cls, what: str = "fields") -> dict:
+    """``d`` must be a dict whose keys are fields of the dataclass ``cls``."""
+    import dataclasses
+
+    if not isinstance(d, dict):
+        raise ValueError(f"{name}: expected a dict, got {type(d).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{name}: unknown {what} {unknown}; known: {sorted(known)}")
+    return d
+
+
 def like_parameters(name: str, x: torch.Tensor, module: torch.nn.Module) -> None:
     """``x`` must live on the device and have the dtype of ``module``'s parameters."""
     p = next(module.parameters(), None)

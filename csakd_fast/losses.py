@@ -6,6 +6,7 @@ Student:  SmoothL1(ŝ, y) + 0.1·SmoothL1(ŝ, ŷ_T) + 0.1·BCEWithLogits(f_s, σ
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Tuple
 
 import torch
@@ -23,6 +24,12 @@ def _pair(pred, target, pred_name="pred", target_name="target"):
     _checks.same_device_dtype((target_name, pred_name), (target, pred))
     _checks.finite(pred_name, pred)
     _checks.finite(target_name, target)
+
+
+def _weights(**weights) -> None:
+    for name, w in weights.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise ValueError(f"{name}: expected a finite number >= 0, got {w!r}")
 
 
 def smooth_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -64,6 +71,7 @@ def feature_bce_loss(fused: torch.Tensor, teacher_fused: torch.Tensor) -> torch.
 def teacher_loss(pred: torch.Tensor, target: torch.Tensor, *, sam_weight: float = 0.1,
                  band_weight: float = 0.1) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """Teacher objective; returns (total, {term: detached value})."""
+    _weights(sam_weight=sam_weight, band_weight=band_weight)
     terms = {"l1": smooth_l1_loss(pred, target), "sam": sam_loss(pred, target),
              "band": band_wise_loss(pred, target)}
     total = terms["l1"] + sam_weight * terms["sam"] + band_weight * terms["band"]
@@ -75,6 +83,7 @@ def student_loss(pred: torch.Tensor, target: torch.Tensor, teacher_pred: torch.T
                  feat_weight: float = 0.1, band_weight: float = 0.1, sam_weight: float = 0.1
                  ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """Student objective (distillation from the detached teacher); returns (total, terms)."""
+    _weights(kd_weight=kd_weight, feat_weight=feat_weight, band_weight=band_weight, sam_weight=sam_weight)
     _pair(pred, teacher_pred, "pred", "teacher_pred")
     terms = {"l1": smooth_l1_loss(pred, target), "kd": kd_response_loss(pred, teacher_pred),
              "feat": feature_bce_loss(fused, teacher_fused), "band": band_wise_loss(pred, target),

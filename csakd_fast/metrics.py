@@ -84,6 +84,11 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0,
     Local statistics under a normalised Gaussian window (11×11, σ = 1.5), 'valid' positions
     only (as in Wang's reference code): SSIM = (2μxμy + C1)(2σxy + C2) / ((μx² + μy² + C1)(σx² +
     σy² + C2)), C1 = (0.01·R)², C2 = (0.03·R)², R = ``data_range`` (1 for [0, 1] images)."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1 or window % 2 == 0:
+        raise ValueError(f"window: expected an odd positive window size, got {window!r}")
+    for name, v in (("sigma", sigma), ("data_range", data_range)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
     x, y = _pair(pred, target)
     B, L, H, W = x.shape
     if H < window or W < window:

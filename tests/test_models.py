@@ -147,3 +147,19 @@ def test_float64_model():
     lr, msi = _inputs(cfg, 2, dtype=torch.float64)
     out, fused = model(lr, msi)
     assert out.dtype == torch.float64 and fused.dtype == torch.float64
+
+
+def test_residual_adds_the_bilinear_upsampled_lr_hsi():
+    """``residual`` (not in the paper) is parameter-free: same state dict, output + bilinear(lr)."""
+    torch.manual_seed(0)
+    plain = cf.CSAKDNet(small("student"))
+    skip = cf.CSAKDNet(small("student", residual=True))
+    assert plain.state_dict().keys() == skip.state_dict().keys()
+    skip.load_state_dict(plain.state_dict())
+    lr, msi = _inputs(plain.config, 2)
+    (a, fa), (b, fb) = plain(lr, msi), skip(lr, msi)
+    up = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(b, a + up)
+    torch.testing.assert_close(fb, fa)
+    with pytest.raises(ValueError, match="residual: expected a bool"):
+        small("student", residual=1)

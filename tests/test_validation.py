@@ -55,6 +55,37 @@ def test_layers():
         cf.nn.CLRABlock(8, 4, groups=3)
     with pytest.raises(ValueError, match="x: expected 8 channels"):
         cf.nn.CLRABlock(8, 4)(torch.randn(1, 6, 4, 4))
+    nan = x.clone()
+    nan[0, 1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="x3: expected finite values, got 1 NaN/Inf"):
+        csa(x, x, nan, x)
+    with pytest.raises(ValueError, match="x: expected finite values"):
+        cf.nn.CLRABlock(8, 4)(nan)
+    with pytest.raises(ValueError, match="x1: expected dtype torch.float32"):
+        csa(x.double(), x, x, x)
+    with pytest.raises(ValueError, match="x: expected dtype torch.float32"):
+        cf.nn.CLRABlock(8, 4)(x.double())
+
+
+def test_model_layers_leave_the_finite_check_to_the_model():
+    model = cf.CSAKDNet(small("teacher"))
+    layers = [m for m in model.modules() if hasattr(m, "check_finite")]
+    assert len(layers) == 21 and not any(m.check_finite for m in layers)   # 20 CLRA blocks + CSA
+
+
+def test_loss_weights_and_metric_options():
+    y = torch.rand(1, 4, 12, 12)
+    for kw in ({"sam_weight": -0.1}, {"band_weight": "a"}, {"sam_weight": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            cf.losses.teacher_loss(y, y, **kw)
+    with pytest.raises(ValueError, match="kd_weight"):
+        cf.losses.student_loss(y, y, y, y, y, kd_weight=-1)
+    for kw, name in (({"window": 10}, "window"), ({"window": 0}, "window"), ({"sigma": 0}, "sigma"),
+                     ({"data_range": -1.0}, "data_range")):
+        with pytest.raises(ValueError, match=name):
+            cf.metrics.ssim(y, y, **kw)
+    with pytest.raises(ValueError, match="scale: expected a positive number"):
+        cf.metrics.ergas(y, y, scale=0)
 
 
 def test_config():

@@ -68,7 +68,7 @@ class CSAKDNet(nn.Module):
     Streams (x = LeakyReLU(0.2)): hm = CLRA^n(x(conv([bilinear_s(lr); msi]))) at HR,
     mh = CLRA^n(x(conv([lr; bicubic_1/s(msi)]))) at LR, m = CLRA^n(x(conv(msi))) at HR,
     h = CLRA^n(x(conv(lr))) at LR; fused = fusion(h↑s, m, mh↑s, hm) (↑ nearest);
-    hr_hsi = last(x(fuse(fused))).
+    hr_hsi = last(x(fuse(fused))) (+ bilinear_s(lr) with ``config.residual``).
 
     ``backend``: a name for every fused op, or a mapping {op: name} over ``OPS`` ("clra",
     "csa"; ops left out get "auto"), e.g. ``{"clra": "torch", "csa": "reference"}``.
@@ -81,6 +81,10 @@ class CSAKDNet(nn.Module):
         per_op = op_backends(backend)
         self.config, self.backend = config, (backend if isinstance(backend, str) else per_op)
         self.decoder = _Decoder(config, per_op)
+        # the model checks its own inputs once; its layers see only what it computed from them
+        for m in self.modules():
+            if hasattr(m, "check_finite"):
+                m.check_finite = False
 
     def extra_repr(self) -> str:
         return f"backend={self.backend!r}"
@@ -114,7 +118,8 @@ class CSAKDNet(nn.Module):
         m = d.mfeat(act(d.mconv1(hr_msi)))
         h = d.hfeat(act(d.hconv1(lr_hsi)))
         fused = d.fusion(h, m, mh, hm, up1=s, up3=s)
-        return d.last(act(d.fuse(fused))), fused
+        out = d.last(act(d.fuse(fused)))
+        return (out + up if self.config.residual else out), fused
 
     # --- bookkeeping --------------------------------------------------------------------------
     def unused_parameter_prefixes(self) -> tuple:

@@ -22,6 +22,9 @@ class CrossSelfAttention(nn.Module):
     ``up3`` times lower; they are used as if nearest-upsampled (the fused backends read them at
     p // up instead of materialising the upsampled maps).
 
+    Inputs are checked for NaN/Inf (a host sync per call); ``CSAKDNet`` turns that off for its own
+    layers (``check_finite = False``), whose inputs come from its already-checked inputs.
+
     Submodule names are those of the public checkpoints (``query_conv`` … ``attention_weights``);
     ``attention="normalized"`` adds a per-head ``temperature`` (initialised to 1, as in XCiT).
     """
@@ -38,6 +41,7 @@ class CrossSelfAttention(nn.Module):
         _checks.choice("backend", backend, backends.CHOICES)
         self.channels, self.attn_dim, self.heads = channels, attn_dim, heads
         self.gate, self.attention, self.backend = bool(gate), attention, backend
+        self.check_finite = True
         self.query_conv = nn.Conv2d(channels, attn_dim, 1)
         self.key_conv = nn.Conv2d(channels, attn_dim, 1)
         self.value_conv = nn.Conv2d(channels, attn_dim, 1)
@@ -59,6 +63,9 @@ class CrossSelfAttention(nn.Module):
         _checks.same_device_dtype(("x2", "x1", "x3", "x4"), (x2, x1, x3, x4))
         _checks.like_parameters("x2", x2, self)
         _checks.same_shape(("x2", "x4"), (x2, x4))
+        if self.check_finite:
+            for n, x in zip(names, (x1, x2, x3, x4)):
+                _checks.finite(n, x)
         B, C, H, W = x2.shape
         for n, x, up in (("x1", x1, up1), ("x3", x3, up3)):
             _checks.positive_int(f"up{n[1]}", up)

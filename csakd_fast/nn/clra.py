@@ -50,6 +50,7 @@ class CLRABlock(nn.Module):
         _checks.choice("backend", backend, backends.CHOICES)
         self.nf, self.gc, self.groups = nf, gc, groups
         self.backend, self.recompute = backend, bool(recompute)
+        self.check_finite = True   # CSAKDNet turns it off for its blocks (see CrossSelfAttention)
         self.MFB1 = DenseBlock(nf, gc, groups)
         self.MFB2 = DenseBlock(nf, gc, groups)
         self.MFB3 = DenseBlock(nf, gc, groups)
@@ -65,6 +66,8 @@ class CLRABlock(nn.Module):
         _checks.tensor("x", x, 4)
         _checks.channels("x", x, self.nf)
         _checks.like_parameters("x", x, self)
+        if self.check_finite:
+            _checks.finite("x", x)
         convs = self.convs()
         return clra(x, [c.weight for c in convs], [c.bias for c in convs], groups=self.groups,
                     recompute=self.recompute, backend=self.backend)
