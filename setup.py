@@ -30,7 +30,11 @@ setup(
         "colour-science>=0.4.7",      # Nikon D5100 camera sensitivities, NPL (BSD-3-Clause)
         "earthlib>=1.1,<2",           # spectral library of the reference scenes (MIT)
         "spyndex>=0.12",              # real Sentinel-2 scene of the reference scenes (MIT)
+        # training and reports (csakd_fast/training/)
+        "tqdm>=4.60", "tensorboard>=2.10", "matplotlib>=3.5",
     ],
+    package_data={"csakd_fast.training": ["presets/*.toml"]},
+    entry_points={"console_scripts": ["csakd-fast = csakd_fast.cli:main"]},
     extras_require={
         "test": ["pytest>=7", "matplotlib>=3.5"],
         "bench": ["matplotlib>=3.5", "pytest-benchmark>=4"],
