@@ -4,7 +4,7 @@
 #      float16/bfloat16 included (test_half_precision_cuda);
 #   2. the benchmark at the issue's GPU target: bf16, C = 86, B = 8, 256², forward and
 #      forward+backward, reference vs torch.compile(reference) vs torch vs triton, with the
-#      bandwidth floor; records in benchmarks/results_csa_gpu.json.
+#      bandwidth floor; records in runs/gpu_check_csa/results_csa_gpu.json.
 # Usage: benchmarks/gpu_check_csa.sh [python]   (default: python, or $PYTHON)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,8 @@ assert torch.cuda.is_available(), "gpu_check_csa.sh needs a CUDA device"
 print("device:", torch.cuda.get_device_name(), "| torch", torch.__version__, "| triton", triton.__version__)
 PYEOF
 echo "== tests (compiled kernels) =="
-timeout 330 "$PY" -m pytest -q -p no:cacheprovider tests/test_csa_fused.py
+mkdir -p runs/gpu_check_csa
+timeout 270 "$PY" -m pytest -q -p no:cacheprovider tests/test_csa_fused.py
 echo "== benchmark: bf16, C=86, B=8, 256^2 =="
-timeout 240 "$PY" benchmarks/bench_csa.py --device cuda --dtype bfloat16 --batch 8 --res 256 \
-    --repeats 20 --warmup 3 --rotate 3 --json benchmarks/results_csa_gpu.json
+timeout 190 "$PY" benchmarks/bench_csa.py --device cuda --dtype bfloat16 --batch 8 --res 256 \
+    --repeats 20 --warmup 3 --rotate 3 --json runs/gpu_check_csa/results_csa_gpu.json

@@ -325,7 +325,7 @@ TRITON_SHAPES = [(8, 4, 1, 2, 5, 7, False), (8, 4, 4, 1, 5, 6, True)]
 
 @needs_triton
 @pytest.mark.parametrize("nf,gc,groups,B,H,W,recompute", TRITON_SHAPES)
-def test_triton_matches_reference(nf, gc, groups, B, H, W, recompute):
+def test_triton_matches_reference(nf, gc, groups, B, H, W, recompute, poisoned):
     compare(lambda g: lambda x, w, b: clra_triton.clra_triton(x, w, b, g, recompute), nf, gc, groups,
             B, H, W, device=DEV)
 
@@ -348,9 +348,16 @@ def test_triton_gpu_paths_poisoned(monkeypatch, poisoned):
 def test_opcheck_triton():
     ws, bs = make_params(4, 2, 2, device=DEV)
     x = torch.randn(1, 4, 3, 5, device=DEV, requires_grad=True)
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor")
     torch.library.opcheck(torch.ops.csakd_fast.clra_triton.default, (x, ws, bs, 2, True),
-                          test_utils=("test_schema", "test_autograd_registration",
-                                      "test_faketensor"))
+                          test_utils=utils)
+    with torch.no_grad():
+        _, bufs = torch.ops.csakd_fast.clra_triton(x, ws, bs, 2, True)
+    gy = torch.randn_like(x)
+    params = ([w.detach() for w in ws], [b.detach() for b in bs])
+    for kept in (bufs, x.new_empty(0)):     # buffers kept, and rebuilt by the Triton forward
+        torch.library.opcheck(torch.ops.csakd_fast.clra_triton_backward.default,
+                              (gy, x.detach(), kept, *params, 2, True), test_utils=utils)
 
 
 @needs_triton
