@@ -7,8 +7,11 @@ PY := $(VENV)/bin/python
 # is kept.
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# the native extension csakd_fast._C (csrc/, kernels/): rebuilt in place when a source changes
+NATIVE := $(VENV)/.native
+NATIVE_SRC := $(wildcard csrc/*.cpp csrc/*.h kernels/*.cu kernels/*.h) setup.py
 
-.PHONY: venv test bench clean
+.PHONY: venv native test bench clean
 
 venv: $(STAMP)
 
@@ -24,11 +27,19 @@ $(STAMP): setup.py pyproject.toml
 	else $(PY) -m pip install -q "$(TORCH)"; fi
 	@$(PY) -c "import triton" 2>/dev/null || $(PY) -m pip install -q triton \
 	  || echo "csakd_fast: no Triton wheel for this platform: the Triton tests will be skipped"
+	$(PY) -m pip install -q pybind11
 	$(PY) -m pip install -q -e ".[test]"
+	@touch $@ $(NATIVE)
+
+# ninja (when present) recompiles only what changed; a failed build warns and leaves the
+# Python backends (the test suite then fails where a compiler is present: CSAKD_REQUIRE_NATIVE)
+native: $(NATIVE)
+$(NATIVE): $(STAMP) $(NATIVE_SRC)
+	$(PY) setup.py -q build_ext --inplace
 	@touch $@
 
-test: venv
-	$(PY) -m pytest -q
+test: venv $(NATIVE)
+	CSAKD_REQUIRE_NATIVE=$$(command -v $${CXX:-c++} >/dev/null && echo 1 || echo 0) $(PY) -m pytest -q
 
 # Quick CPU benchmark suite (≤ 5 min on 2 cores): every registered backend side by side; writes
 # runs/bench/cpu-quick-<time>/ (JSON, markdown, plots) and updates benchmarks/RESULTS.md.
@@ -38,4 +49,4 @@ bench: venv
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info csakd_fast/_C*.so
