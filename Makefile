@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 NATIVE := $(VENV)/.native
 NATIVE_SRC := $(wildcard csrc/*.cpp csrc/*.h kernels/*.cu kernels/*.h) setup.py
 
-.PHONY: venv native test bench clean
+.PHONY: venv native native-check test bench clean
 
 venv: $(STAMP)
 
@@ -38,7 +38,19 @@ $(NATIVE): $(STAMP) $(NATIVE_SRC)
 	$(PY) setup.py -q build_ext --inplace
 	@touch $@
 
-test: venv $(NATIVE)
+# kernels/ compiled for sm_90 (compile only; fails on an error or on any spill, rewrites
+# kernels/PTXAS_REPORT.md), then the CMake build (the module, the CUDA objects for sm_80;sm_90 where
+# nvcc is) and its native test of the CPU passes (ctest)
+CMAKE_DIR ?= build/cmake
+native-check: venv
+	$(PY) kernels/ptxas_report.py --if-nvcc
+	@if command -v cmake >/dev/null; then \
+	  cmake -S . -B $(CMAKE_DIR) --log-level=WARNING -DPython_EXECUTABLE=$(abspath $(PY)) && \
+	  cmake --build $(CMAKE_DIR) -j $$(nproc) && \
+	  ctest --test-dir $(CMAKE_DIR) --output-on-failure; \
+	else echo "csakd_fast: no cmake here: the CMake build and its native test are skipped"; fi
+
+test: venv $(NATIVE) native-check
 	CSAKD_REQUIRE_NATIVE=$$(command -v $${CXX:-c++} >/dev/null && echo 1 || echo 0) $(PY) -m pytest -q
 
 # Quick CPU benchmark suite (≤ 5 min on 2 cores): every registered backend side by side; writes

@@ -20,6 +20,8 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 here = Path(__file__).parent.resolve()
+sys.path.insert(0, str(here / "kernels"))
+from cuda_toolkit import cuda_paths, find_nvcc  # noqa: E402
 version = re.search(r'__version__ = "([^"]+)"', (here / "csakd_fast" / "__init__.py").read_text()).group(1)
 
 CPU_SOURCES = ["csrc/module.cpp", "csrc/csa_cpu_base.cpp", "csrc/csa_cpu_avx2.cpp"]
@@ -30,16 +32,6 @@ CXXFLAGS = ["-O3", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-ffp-contract=
 NVCC_ARCH = ["-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90",
              "-gencode=arch=compute_90,code=compute_90"]
 NVCCFLAGS = ["-O3", "-std=c++17", "-Xcompiler=-fPIC", "-Xcompiler=-fvisibility=hidden", "-lineinfo"]
-
-
-def _nvcc():
-    """$CUDA_HOME/bin/nvcc, nvcc on the PATH, or /usr/local/cuda/bin/nvcc; None if none exists."""
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    for cand in (Path(home) / "bin" / "nvcc" if home else None, shutil.which("nvcc"),
-                 "/usr/local/cuda/bin/nvcc"):
-        if cand and Path(cand).exists():
-            return str(cand)
-    return None
 
 
 def _gpu_present() -> bool:
@@ -54,7 +46,7 @@ def _want_cuda():
     flag = os.environ.get("CSAKD_BUILD_CUDA", "")
     if flag == "0":
         return False, "CSAKD_BUILD_CUDA=0"
-    nvcc = _nvcc()
+    nvcc = find_nvcc()
     if nvcc is None:
         return False, "no nvcc"
     if flag == "1" or _gpu_present():
@@ -69,7 +61,9 @@ class BuildNative(build_ext):
         try:
             super().build_extensions()
         except Exception as e:  # a missing compiler, a compile error, …: the package stays usable
-            msg = " ".join(str(e).split())[:300]
+            lines = str(e).splitlines()
+            first_error = next((ln for ln in lines if "error" in ln.lower()), lines[0] if lines else "")
+            msg = " ".join(first_error.split())[:300]
             print(f"csakd_fast: WARNING: native extension not built ({type(e).__name__}: {msg}); "
                   f"the cpp/cuda backends are off", file=sys.stderr)
             self.extensions = []  # nothing to copy into the source tree or the wheel
@@ -84,18 +78,16 @@ class BuildNative(build_ext):
         tmp.mkdir(parents=True, exist_ok=True)
         jobs = [(here / s, tmp / (Path(s).name + ".o"), "cxx") for s in ext.sources]
         if cuda:
-            nvcc = _nvcc()
-            cuda_root = Path(nvcc).resolve().parents[1]
-            cflags += ["-DCSAKD_WITH_CUDA", f"-I{cuda_root / 'include'}"]
+            nvcc = find_nvcc()
+            incs, libs = cuda_paths(nvcc)
+            cflags += ["-DCSAKD_WITH_CUDA", *(f"-I{d}" for d in incs)]
             jobs += [(here / s, tmp / (Path(s).name + ".o"), "nvcc") for s in CUDA_SOURCES]
-            lib = next((p for p in (cuda_root / "lib64", cuda_root / "lib", cuda_root / "targets" / "x86_64-linux" / "lib")
-                        if (p / "libcudart_static.a").exists()), cuda_root / "lib64")
             # the CUDA runtime linked statically: no libcudart.so needed where the module is loaded
-            ldflags += [f"-L{lib}", "-lcudart_static", "-ldl", "-lrt"]
+            ldflags += [*(f"-L{d}" for d in libs), "-lcudart_static", "-ldl", "-lrt"]
             print(f"csakd_fast: building the CUDA kernels with {nvcc}", file=sys.stderr)
         else:
             print(f"csakd_fast: CUDA kernels not built ({why})", file=sys.stderr)
-        _compile(jobs, cflags, tmp, nvcc=_nvcc() if cuda else None)
+        _compile(jobs, cflags, tmp, nvcc=find_nvcc() if cuda else None)
         objects = [str(o) for _, o, _ in jobs]
         out = Path(self.get_ext_fullpath(ext.name))
         out.parent.mkdir(parents=True, exist_ok=True)

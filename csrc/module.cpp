@@ -155,59 +155,52 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_backward2", &cpu_backward2);
 #ifdef CSAKD_WITH_CUDA
   m.attr("HAS_CUDA") = true;
-  m.def("cuda_pass1_workspace", [](py::tuple dims, bool centred) {
-    return csakd::cuda::pass1_workspace(cuda_dims(dims), centred);
-  });
-  m.def("cuda_backward1_workspace", [](py::tuple dims, bool gate) {
-    return csakd::cuda::backward1_workspace(cuda_dims(dims), gate);
-  });
+  m.def("cuda_workspace", [](int kind, py::tuple dims, bool flag) {
+    return csakd::cuda::workspace(kind, cuda_dims(dims), flag);
+  }, "float32 elements of workspace for pass `kind` (0 pass1, 1 forward, 2 backward1, 3 backward2)");
+  m.def("cuda_max_channels", &csakd::cuda::max_channels);
   m.def("cuda_pass1", [](int dtype, uintptr_t x1, uintptr_t x2, uintptr_t m1, uintptr_t m2, uintptr_t G,
                          uintptr_t s1, uintptr_t s2, uintptr_t G11, uintptr_t G22, uintptr_t ws,
                          py::tuple dims, uintptr_t stream) {
     const auto d = cuda_dims(dims);
+    const csakd::cuda::Pass1Args a{in<void>(x1), in<void>(x2), in<float>(m1), in<float>(m2), out<float>(G),
+                                   out<float>(s1), out<float>(s2), out<float>(G11), out<float>(G22),
+                                   out<float>(ws)};
     py::gil_scoped_release nogil;
-    check(csakd::cuda::pass1(dtype, {in<void>(x1), in<void>(x2), in<float>(m1), in<float>(m2),
-                                     out<float>(G), out<float>(s1), out<float>(s2), out<float>(G11),
-                                     out<float>(G22), out<float>(ws)},
-                             d, reinterpret_cast<cudaStream_t>(stream)),
-          "csakd cuda_pass1");
+    check(csakd::cuda::pass1(dtype, a, d, reinterpret_cast<cudaStream_t>(stream)), "csakd cuda_pass1");
   });
   m.def("cuda_forward", [](int dtype, uintptr_t x1, uintptr_t x2, uintptr_t x3, uintptr_t x4, uintptr_t M,
-                           uintptr_t c, uintptr_t wg, uintptr_t bg, uintptr_t o, py::tuple dims,
-                           uintptr_t stream) {
+                           uintptr_t c, uintptr_t wg, uintptr_t bg, uintptr_t o, uintptr_t ws,
+                           py::tuple dims, uintptr_t stream) {
     const auto d = cuda_dims(dims);
+    const csakd::cuda::FwdArgs a{in<void>(x1), in<void>(x2), in<void>(x3), in<void>(x4), in<float>(M),
+                                 in<float>(c), in<float>(wg), in<float>(bg), out<void>(o), out<float>(ws)};
     py::gil_scoped_release nogil;
-    check(csakd::cuda::forward(dtype, {in<void>(x1), in<void>(x2), in<void>(x3), in<void>(x4),
-                                       in<float>(M), in<float>(c), in<float>(wg), in<float>(bg),
-                                       out<void>(o)},
-                               d, reinterpret_cast<cudaStream_t>(stream)),
-          "csakd cuda_forward");
+    check(csakd::cuda::forward(dtype, a, d, reinterpret_cast<cudaStream_t>(stream)), "csakd cuda_forward");
   });
-  m.def("cuda_backward1", [](int dtype, bool qk, uintptr_t x1, uintptr_t x2, uintptr_t x3,
-                             uintptr_t x4, uintptr_t dout, uintptr_t M, uintptr_t c, uintptr_t wg,
-                             uintptr_t bg, uintptr_t dx1, uintptr_t dx2, uintptr_t dx3, uintptr_t dx4,
-                             uintptr_t px2, uintptr_t dM, uintptr_t dc, uintptr_t dwg, uintptr_t dbg,
-                             uintptr_t ws, py::tuple dims, uintptr_t stream) {
+  m.def("cuda_backward1", [](int dtype, bool qk, uintptr_t x1, uintptr_t x2, uintptr_t x3, uintptr_t x4,
+                             uintptr_t dout, uintptr_t M, uintptr_t c, uintptr_t wg, uintptr_t bg,
+                             uintptr_t dx1, uintptr_t dx2, uintptr_t dx3, uintptr_t dx4, uintptr_t px2,
+                             uintptr_t dM, uintptr_t dc, uintptr_t dwg, uintptr_t dbg, uintptr_t ws,
+                             py::tuple dims, uintptr_t stream) {
     const auto d = cuda_dims(dims);
+    const csakd::cuda::Bwd1Args a{in<void>(x1), in<void>(x2), in<void>(x3), in<void>(x4), in<void>(dout),
+                                  in<float>(M), in<float>(c), in<float>(wg), in<float>(bg), qk,
+                                  out<void>(dx1), out<void>(dx2), out<void>(dx3), out<void>(dx4),
+                                  out<void>(px2), out<float>(dM), out<float>(dc), out<float>(dwg),
+                                  out<float>(dbg), out<float>(ws)};
     py::gil_scoped_release nogil;
-    check(csakd::cuda::backward1(dtype, {in<void>(x1), in<void>(x2), in<void>(x3), in<void>(x4),
-                                         in<void>(dout), in<float>(M), in<float>(c), in<float>(wg),
-                                         in<float>(bg), qk, out<void>(dx1), out<void>(dx2),
-                                         out<void>(dx3), out<void>(dx4), out<void>(px2), out<float>(dM),
-                                         out<float>(dc), out<float>(dwg), out<float>(dbg), out<float>(ws)},
-                                 d, reinterpret_cast<cudaStream_t>(stream)),
-          "csakd cuda_backward1");
+    check(csakd::cuda::backward1(dtype, a, d, reinterpret_cast<cudaStream_t>(stream)), "csakd cuda_backward1");
   });
   m.def("cuda_backward2", [](int dtype, bool accumulate, uintptr_t x1, uintptr_t x2, uintptr_t px2,
                              uintptr_t E12, uintptr_t E11, uintptr_t E22, uintptr_t e1, uintptr_t e2,
-                             uintptr_t dx1, uintptr_t dx2, py::tuple dims, uintptr_t stream) {
+                             uintptr_t dx1, uintptr_t dx2, uintptr_t ws, py::tuple dims, uintptr_t stream) {
     const auto d = cuda_dims(dims);
+    const csakd::cuda::Bwd2Args a{in<void>(x1), in<void>(x2), in<void>(px2), in<float>(E12), in<float>(E11),
+                                  in<float>(E22), in<float>(e1), in<float>(e2), accumulate, out<void>(dx1),
+                                  out<void>(dx2), out<float>(ws)};
     py::gil_scoped_release nogil;
-    check(csakd::cuda::backward2(dtype, {in<void>(x1), in<void>(x2), in<void>(px2), in<float>(E12),
-                                         in<float>(E11), in<float>(E22), in<float>(e1), in<float>(e2),
-                                         accumulate, out<void>(dx1), out<void>(dx2)},
-                                 d, reinterpret_cast<cudaStream_t>(stream)),
-          "csakd cuda_backward2");
+    check(csakd::cuda::backward2(dtype, a, d, reinterpret_cast<cudaStream_t>(stream)), "csakd cuda_backward2");
   });
 #else
   m.attr("HAS_CUDA") = false;

@@ -256,6 +256,8 @@ def test_a_failed_build_leaves_the_package_installable(tmp_path):
     (src / "csrc").mkdir(parents=True)
     for f in ("setup.py", "README.md"):
         (src / f).write_text((ROOT / f).read_text())
+    (src / "kernels").mkdir()
+    (src / "kernels" / "cuda_toolkit.py").write_text((ROOT / "kernels" / "cuda_toolkit.py").read_text())
     (src / "csakd_fast").mkdir()
     (src / "csakd_fast" / "__init__.py").write_text('__version__ = "0.0.0"\n')
     for name in ("module.cpp", "csa_cpu_base.cpp", "csa_cpu_avx2.cpp"):

@@ -62,7 +62,8 @@ def _pointers(device: torch.device, specs: Sequence[Spec]) -> list:
 class Native:
     """One native backend: ``name`` ("cpp" | "cuda"), the device type it runs on and the input
     dtypes it takes (dtype -> the extension's dtype code). ``workspace(kind, dims, flag)`` gives
-    the float32 elements of scratch a CUDA pass needs (None: the CPU passes keep their own)."""
+    the float32 elements of scratch a CUDA pass needs (None: the CPU passes keep their own).
+    Subclasses may narrow :meth:`check_inputs` and :meth:`factor`."""
 
     def __init__(self, name: str, device_type: str, dtypes: Dict[torch.dtype, int],
                  prefix: str, workspace: Optional[Callable] = None):
@@ -78,6 +79,11 @@ class Native:
             names = ", ".join(str(d).replace("torch.", "") for d in self.dtypes)
             raise ValueError(f"x2: the {self.name} backend expects {names}, got {x2.dtype} "
                              f"(use backend='torch')")
+
+    def factor(self, x1, x3, up1: int, up3: int):
+        """(x1', x3', S, f1, f3): the inputs at the one factor S the passes tile at (f_i: what
+        x_i was upsampled by; its gradient is pooled back)."""
+        return common_factor(x1, x3, up1, up3)
 
     def _dims(self, x2, S: int, x1c: bool, x3c: bool) -> tuple:
         B, C, H, W = x2.shape
@@ -121,12 +127,13 @@ class Native:
         ct = compute_dtype(x2.dtype)
         x1c, x3c = x1.shape[-1] != W, x3.shape[-1] != W
         hr = (B, C, H, W)
+        dims = self._dims(x2, S, x1c, x3c)
         self._run("forward", x2, (), [
             ("x1", x1, _at(hr, S, x1c), x2.dtype), ("x2", x2, hr, x2.dtype),
             ("x3", x3, _at(hr, S, x3c), x2.dtype), ("x4", x4, hr, x2.dtype),
             ("M", M, (B, C, C), ct), ("c", c, (B, C), ct),
-            ("wg", wg, (4, 4 * C), ct), ("bg", bg, (4,), ct), ("out", out, hr, x2.dtype)],
-            self._dims(x2, S, x1c, x3c))
+            ("wg", wg, (4, 4 * C), ct), ("bg", bg, (4,), ct), ("out", out, hr, x2.dtype),
+            *self._ws("forward", dims, False, x2.device)], dims)
 
     def backward1(self, qk: bool, x1, x2, x3, x4, dout, M, c, wg, bg, dx1, dx2, dx3, dx4, px2,
                   dM, dc, dwg, dbg, S: int) -> None:
@@ -152,11 +159,13 @@ class Native:
         ct, dt = compute_dtype(x2.dtype), x2.dtype
         hr = (B, C, H, W)
         lr = _at(hr, S, True)
+        dims = self._dims(x2, S, True, False)
         self._run("backward2", x2, (accumulate,), [
             ("x1", x1, lr, dt), ("x2", x2, hr, dt), ("px2", px2, lr, dt),
             ("E12", E12, (B, C, C), ct), ("E11", E11, (B, C, C), ct), ("E22", E22, (B, C, C), ct),
             ("e1", e1, (B, C), ct), ("e2", e2, (B, C), ct),
-            ("dx1", dx1, lr, dt), ("dx2", dx2, hr, dt)], self._dims(x2, S, True, False))
+            ("dx1", dx1, lr, dt), ("dx2", dx2, hr, dt),
+            *self._ws("backward2", dims, False, x2.device)], dims)
 
     # --- the op's forward and backward (csa_op.register_impl) -----------------------------------
     def forward(self, x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, temperature,
@@ -169,7 +178,7 @@ class Native:
         w = Weights.of(ct, wq, bq, wk, bk, wv, bv, wo, bo, temperature)
         gram, proj, vecs = self._statistics(x1, x2, w, attention, up1)
         small = csa_small.forward(w, gram, proj, vecs, heads, attention, H * W)
-        x1s, x3s, S, _, _ = common_factor(x1, x3, up1, up3)
+        x1s, x3s, S, _, _ = self.factor(x1, x3, up1, up3)
         out = _empty(x2.shape, x2.dtype, x2.device)
         self.apply(x1s, x2, x3s, x4, small.M.contiguous(), small.c.contiguous(), *_gate(wg, bg, ct),
                    out, S)
@@ -201,7 +210,7 @@ class Native:
         dt, ct, dev = x2.dtype, compute_dtype(x2.dtype), x2.device
         w = Weights.of(ct, wq, bq, wk, bk, wv, bv, wo, bo, temperature)
         small = csa_small.forward(w, gram, proj, vecs, heads, attention, H * W)
-        x1s, x3s, S, f1, f3 = common_factor(x1, x3, up1, up3)
+        x1s, x3s, S, f1, f3 = self.factor(x1, x3, up1, up3)
         x1_coarse = x1s.shape[-1] != W
         gate, qk = wg is not None, attention != "legacy"
         dx4 = _empty(x2.shape, dt, dev)
