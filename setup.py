@@ -87,12 +87,26 @@ class BuildNative(build_ext):
             print(f"csakd_fast: building the CUDA kernels with {nvcc}", file=sys.stderr)
         else:
             print(f"csakd_fast: CUDA kernels not built ({why})", file=sys.stderr)
-        _compile(jobs, cflags, tmp, nvcc=find_nvcc() if cuda else None)
-        objects = [str(o) for _, o, _ in jobs]
         out = Path(self.get_ext_fullpath(ext.name))
         out.parent.mkdir(parents=True, exist_ok=True)
         cxx = os.environ.get("CXX", "c++")
-        _run([cxx, "-shared", *objects, "-o", str(out), *ldflags])
+        objects = [str(o) for _, o, _ in jobs]
+        # OpenMP: the passes then run on the pool torch has already loaded (csrc/parallel.h); a
+        # compiler without it builds the std::thread version
+        omp = ["-fopenmp"] if _accepts(cxx, ["-fopenmp"], tmp) else []
+        if not omp:
+            print("csakd_fast: the C++ compiler takes no -fopenmp: std::thread build", file=sys.stderr)
+        _compile(jobs, cflags + omp, tmp, nvcc=find_nvcc() if cuda else None)
+        _run([cxx, "-shared", *objects, "-o", str(out), *ldflags, *omp])
+
+
+def _accepts(cxx: str, flags, tmp: Path) -> bool:
+    """Whether ``cxx`` compiles and links a shared object with ``flags``."""
+    src = tmp / "probe.cpp"
+    src.write_text("int probe() { return 0; }\n")
+    r = subprocess.run([cxx, *flags, "-shared", "-fPIC", str(src), "-o", str(tmp / "probe.so")],
+                       capture_output=True)
+    return r.returncode == 0
 
 
 def _run(cmd, cwd=None):

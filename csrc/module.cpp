@@ -136,6 +136,11 @@ PYBIND11_MODULE(_C, m) {
   m.attr("FLOAT64") = int(kFloat64);
   m.attr("FLOAT16") = int(kFloat16);
   m.attr("BFLOAT16") = int(kBFloat16);
+#if defined(_OPENMP)
+  m.attr("OPENMP") = true;  // the CPU passes run on the process's OpenMP pool (csrc/parallel.h)
+#else
+  m.attr("OPENMP") = false;
+#endif
   m.def("cpu_isa", [] { return cpu_isa(); }, "the CPU build in use: 'avx2' or 'base'");
   m.def("cpu_isas", [] {
     py::list l;

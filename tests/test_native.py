@@ -175,6 +175,18 @@ def test_the_cpp_passes_do_not_depend_on_the_thread_count():
             assert torch.equal(a, b), f"buffer {i} depends on the thread count"
 
 
+@needs_cpp
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps (Linux)")
+def test_one_openmp_runtime_in_the_process():
+    """Built with OpenMP, the module must share torch's OpenMP runtime (one libgomp mapped), or
+    the two thread pools would compete for the cores between the passes and torch's ops."""
+    if not LIB.OPENMP:
+        pytest.skip("built without OpenMP (std::thread workers)")
+    maps = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+            if "libgomp" in line or "libiomp" in line}
+    assert len(maps) == 1, maps
+
+
 # --- argument checks ------------------------------------------------------------------------------
 @needs_cpp
 def test_every_pointer_argument_is_checked_before_the_call():
