@@ -213,6 +213,8 @@ def test_every_pointer_argument_is_checked_before_the_call():
         args.update(change)
         with pytest.raises(ValueError, match=f"^{name}: {why[name]}"):
             N.pass1(*args.values(), S)
+    with pytest.raises(ValueError, match="^x2: expected a height and width divisible by the factor 5"):
+        N.pass1(torch.randn(B, C, 1, 2), x2, None, None, G, s1, s2, None, None, 5)
     out = torch.empty(B, C, H, W)
     with pytest.raises(ValueError, match="^M: expected shape"):
         N.apply(x1, x2, x1, x2, torch.empty(B, C, C - 1), torch.empty(B, C), None, None, out, S)

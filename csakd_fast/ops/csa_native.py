@@ -87,6 +87,9 @@ class Native:
 
     def _dims(self, x2, S: int, x1c: bool, x3c: bool) -> tuple:
         B, C, H, W = x2.shape
+        if S < 1 or H % S or W % S:
+            raise ValueError(f"x2: expected a height and width divisible by the factor {S}, got "
+                             f"shape {tuple(x2.shape)}")
         if self.device_type == "cpu":
             return (B, C, H, W, S, x1c, x3c, torch.get_num_threads())
         return (B, C, H, W, S, x1c, x3c)
