@@ -6,7 +6,8 @@ the backends differ only in how they run the pixel passes, while the schema, the
 kernel, the saved statistics and the autograd formula are the same; one op keeps those in one
 place, torch.compile sees one opaque call with a constant string either way, and ``opcheck`` runs
 per backend by passing the string. Backends plug their pass implementations in with
-:func:`register_impl` (``csa_torch`` and ``csa_triton`` do it when imported).
+:func:`register_impl` (``csa_torch``, ``csa_triton``, ``csa_cpp`` and ``csa_cuda`` do it when
+imported).
 
 ``csa_fwd(x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg?, bg?, temperature?, heads,
 attention, up1, up3, backend) -> (out, gram, proj, vecs)``: ``out`` (B, C, H, W) is the result of
