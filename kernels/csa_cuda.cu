@@ -652,7 +652,7 @@ bwd1_kernel(const T* __restrict__ x1, const T* __restrict__ x2, const T* __restr
 #pragma unroll
         for (int k = 0; k < 16; ++k) {
           const float v = warp_sum(dw[k]);
-          if (lane == 0) DW[(k / 4 * 4 + k % 4) * C + c] += v;
+          if (lane == 0) DW[k * C + c] += v;  // k = block · 4 + gate row
         }
       }
     }
