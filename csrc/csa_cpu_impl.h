@@ -148,6 +148,12 @@ static inline void stream_fence() {
 #endif
 }
 
+// row[j] += src[j] − mean for j < count
+template <class T>
+static void pack_acc(T* row, const T* src, int64_t count, T mean) {
+  for (int64_t j = 0; j < count; ++j) row[j] += src[j] - mean;
+}
+
 template <class T>
 static void unpack(T* dst, int64_t cs, const T* panel, int64_t P, int64_t R, int64_t count) {
   for (int64_t i = 0; i < R; ++i) stream_row(dst + i * cs, panel + i * P, count);
@@ -461,18 +467,28 @@ void pass1(const Pass1Args<T>& a, const Dims& d) {
           pack(X1, PC, x1 + g.coarse(cy, cx), g.HWc, C, n, m1);
           // pool(x2): the S rows summed at full width, then the columns; centring (when asked)
           // happens element-wise before the sums, as in the torch backend
-          for (int64_t r = 0; r < g.S; ++r) {
-            int64_t nxt, len;
-            g.next_row(t, r, t_end, nxt, len);
-            prefetch(x2 + nxt, g.HW, C, len);
-            pack(X2R, PF, x2 + g.fine(cy, r, cx), g.HW, C, n * g.S, m2);
-            if (r == 0)
-              __builtin_memcpy(F2, X2R, C * PF * sizeof(T));
-            else
-              acc_rows(F2, X2R, C, PF);
-            if (g22) {
+          if (g22) {  // the Gram of x2 needs every channel of a row at once: row panels
+            for (int64_t r = 0; r < g.S; ++r) {
+              int64_t nxt, len;
+              g.next_row(t, r, t_end, nxt, len);
+              prefetch(x2 + nxt, g.HW, C, len);
+              pack(X2R, PF, x2 + g.fine(cy, r, cx), g.HW, C, n * g.S, m2);
+              if (r == 0)
+                __builtin_memcpy(F2, X2R, C * PF * sizeof(T));
+              else
+                acc_rows(F2, X2R, C, PF);
               transpose(X2RT, Cp, X2R, C, PF, PF);
               gemm<T, true>(C, PF, Cp, X2R, PF, X2RT, Cp, G22, Cp);
+            }
+          } else {  // channel by channel: its S rows are one contiguous run of memory when the
+                    // tile spans the image width, which the hardware prefetchers follow
+            for (int64_t c = 0; c < C; ++c) {
+              const T* src = x2 + c * g.HW + g.fine(cy, 0, cx);
+              for (int64_t r = 0; r < g.S; ++r)
+                if (r == 0)
+                  pack(F2 + c * PF, PF, src, 0, 1, n * g.S, m2 ? m2 + c : nullptr);
+                else
+                  pack_acc(F2 + c * PF, src + r * g.Wrow, n * g.S, m2 ? m2[c] : T(0));
             }
           }
           zero(PX2, C * PC);
