@@ -103,6 +103,16 @@ static void transpose(T* dst, int64_t ld_dst, const T* src, int64_t rows, int64_
   }
 }
 
+// Rows `ahead` channels further are requested while a channel is copied: the C rows of a tile
+// are short runs one image plane apart, and planes whose size is a power of two map the same
+// column of every channel to the same cache sets, so a whole next row fetched ahead would evict
+// itself; a few channels ahead keep enough lines in flight and stay resident until used.
+constexpr int64_t kAhead = 2;
+template <class T>
+static inline void prefetch_row(const T* src, int64_t count) {
+  for (int64_t j = 0; j < count; j += 64 / sizeof(T)) __builtin_prefetch(src + j, 0, 3);
+}
+
 // panel (R × P) <- R rows of `count` elements, `cs` apart in src (minus mean[i]); zero padding.
 template <class T>
 static void pack(T* panel, int64_t P, const T* src, int64_t cs, int64_t R, int64_t count,
@@ -110,6 +120,7 @@ static void pack(T* panel, int64_t P, const T* src, int64_t cs, int64_t R, int64
   for (int64_t i = 0; i < R; ++i) {
     T* d = panel + i * P;
     const T* s = src + i * cs;
+    if (i + kAhead < R) prefetch_row(s + kAhead * cs, count);
     if (mean) {
       const T m = mean[i];
       for (int64_t j = 0; j < count; ++j) d[j] = s[j] - m;
@@ -168,6 +179,7 @@ static void pack_add(T* panel, int64_t P, const T* src, int64_t cs, int64_t R, i
     const T* s = src + i * cs;
     const T* a = add + i * P;
     const T b = bias[i];
+    if (i + kAhead < R) prefetch_row(s + kAhead * cs, count);
     for (int64_t j = 0; j < count; ++j) d[j] = s[j] + a[j] + b;
     for (int64_t j = count; j < P; ++j) d[j] = T(0);
   }
@@ -176,16 +188,6 @@ static void pack_add(T* panel, int64_t P, const T* src, int64_t cs, int64_t R, i
 template <class T>
 static void zero(T* p, int64_t n) {
   for (int64_t i = 0; i < n; ++i) p[i] = T(0);
-}
-
-// Asks for the next rows a tile will read (R rows of `count` elements, `cs` apart) to be brought
-// into the cache: the rows of a tile are short (a few cache lines per channel, C channels far
-// apart), too many streams for the hardware prefetchers to follow.
-template <class T>
-static inline void prefetch(const T* src, int64_t cs, int64_t R, int64_t count) {
-  constexpr int64_t line = 64 / sizeof(T);
-  for (int64_t i = 0; i < R; ++i)
-    for (int64_t j = 0; j < count; j += line) __builtin_prefetch(src + i * cs + j, 0, 0);
 }
 
 // Calls f(factor) with the factor S as a compile-time constant for the common 2 and 4 (fixed-length
@@ -372,20 +374,6 @@ struct Grid {
   }
   int64_t fine(int64_t cy, int64_t r, int64_t cx) const { return (cy * S + r) * Wrow + cx * S; }
   int64_t coarse(int64_t cy, int64_t cx) const { return cy * Wc + cx; }
-  // (offset, length) of the fine row read after row r of tile t when a worker walks tiles
-  // [.., t_end) in order; length 0 at the end
-  void next_row(int64_t t, int64_t r, int64_t t_end, int64_t& off, int64_t& len) const {
-    int64_t cy, cx, n;
-    if (r + 1 < S) {
-      tile(t, cy, cx, n);
-      off = fine(cy, r + 1, cx), len = n * S;
-    } else if (t + 1 < t_end) {
-      tile(t + 1, cy, cx, n);
-      off = fine(cy, 0, cx), len = n * S;
-    } else {
-      off = 0, len = 0;
-    }
-  }
 };
 
 // Items: a sample's tiles cut into at most `max_items` contiguous ranges, fixed by the shape alone,
@@ -469,9 +457,6 @@ void pass1(const Pass1Args<T>& a, const Dims& d) {
           // happens element-wise before the sums, as in the torch backend
           if (g22) {  // the Gram of x2 needs every channel of a row at once: row panels
             for (int64_t r = 0; r < g.S; ++r) {
-              int64_t nxt, len;
-              g.next_row(t, r, t_end, nxt, len);
-              prefetch(x2 + nxt, g.HW, C, len);
               pack(X2R, PF, x2 + g.fine(cy, r, cx), g.HW, C, n * g.S, m2);
               if (r == 0)
                 __builtin_memcpy(F2, X2R, C * PF * sizeof(T));
@@ -671,10 +656,6 @@ void forward(const FwdArgs<T>& a, const Dims& d) {
           }
           for (int64_t r = 0; r < g.S; ++r) {
             const int64_t o = g.fine(cy, r, cx);
-            int64_t nxt, len;
-            g.next_row(t, r, t_end, nxt, len);
-            prefetch(x4 + nxt, g.HW, C, len);
-            if (gate) prefetch(x2 + nxt, g.HW, C, len);
             if (!x3c) {
               pack(X3, PF, x3 + o, g.HW, C, nf);
               gemm<T, false>(C, C, PF, M, C, X3, PF, MX3, PF);
@@ -776,11 +757,6 @@ void backward1(const Bwd1Args<T>& a, const Dims& d) {
           if (want_px2) zero(FX2, C * PF);
           for (int64_t r = 0; r < g.S; ++r) {
             const int64_t o = g.fine(cy, r, cx);
-            int64_t nxt, len;
-            g.next_row(t, r, t_end, nxt, len);
-            prefetch(dout + nxt, g.HW, C, len);
-            if (gate || want_px2) prefetch(x2 + nxt, g.HW, C, len);
-            if (gate) prefetch(x4 + nxt, g.HW, C, len);
             pack(DO, PF, dout + o, g.HW, C, nf);
             if (!x3c) pack(X3, PF, x3 + o, g.HW, C, nf);
             if (gate || want_px2) pack(X2, PF, x2 + o, g.HW, C, nf);
@@ -942,10 +918,6 @@ void backward2(const Bwd2Args<T>& a, const Dims& d) {
           unpack(dx1 + oc, g.HWc, DX1, PC, C, n);
           for (int64_t r = 0; r < g.S; ++r) {
             const int64_t o = g.fine(cy, r, cx);
-            int64_t nxt, len;
-            g.next_row(t, r, t_end, nxt, len);
-            if (a.accumulate) prefetch(dx2 + nxt, g.HW, C, len);
-            if (a.E22) prefetch(x2 + nxt, g.HW, C, len);
             if (a.accumulate)
               pack(DX2, PF, dx2 + o, g.HW, C, nf);
             else
