@@ -1,7 +1,8 @@
 // csakd_fast._C: the native passes of the fused CSA, bound without torch's C++ ABI.
 //
 // Every function takes raw data pointers (Python ints: tensor.data_ptr(), 0 for "absent"), a dtype
-// code, the sizes, and — for CUDA — the stream as an int. The calling Python module
+// code, the sizes, and — for CUDA — the stream as an int and the device index (the CUDA runtime is
+// linked statically: its current device is ours to set, torch's setting does not reach it). The calling Python module
 // (csakd_fast/ops/csa_native.py) has checked device, dtype, contiguity and every shape; the
 // functions here only dispatch on the dtype and release the GIL while the pass runs.
 #include <pybind11/pybind11.h>
@@ -166,28 +167,30 @@ PYBIND11_MODULE(_C, m) {
   m.def("cuda_max_channels", &csakd::cuda::max_channels);
   m.def("cuda_pass1", [](int dtype, uintptr_t x1, uintptr_t x2, uintptr_t m1, uintptr_t m2, uintptr_t G,
                          uintptr_t s1, uintptr_t s2, uintptr_t G11, uintptr_t G22, uintptr_t ws,
-                         py::tuple dims, uintptr_t stream) {
+                         py::tuple dims, uintptr_t stream, int device) {
     const auto d = cuda_dims(dims);
     const csakd::cuda::Pass1Args a{in<void>(x1), in<void>(x2), in<float>(m1), in<float>(m2), out<float>(G),
                                    out<float>(s1), out<float>(s2), out<float>(G11), out<float>(G22),
                                    out<float>(ws)};
     py::gil_scoped_release nogil;
+    check(cudaSetDevice(device), "csakd cudaSetDevice");
     check(csakd::cuda::pass1(dtype, a, d, reinterpret_cast<cudaStream_t>(stream)), "csakd cuda_pass1");
   });
   m.def("cuda_forward", [](int dtype, uintptr_t x1, uintptr_t x2, uintptr_t x3, uintptr_t x4, uintptr_t M,
                            uintptr_t c, uintptr_t wg, uintptr_t bg, uintptr_t o, uintptr_t ws,
-                           py::tuple dims, uintptr_t stream) {
+                           py::tuple dims, uintptr_t stream, int device) {
     const auto d = cuda_dims(dims);
     const csakd::cuda::FwdArgs a{in<void>(x1), in<void>(x2), in<void>(x3), in<void>(x4), in<float>(M),
                                  in<float>(c), in<float>(wg), in<float>(bg), out<void>(o), out<float>(ws)};
     py::gil_scoped_release nogil;
+    check(cudaSetDevice(device), "csakd cudaSetDevice");
     check(csakd::cuda::forward(dtype, a, d, reinterpret_cast<cudaStream_t>(stream)), "csakd cuda_forward");
   });
   m.def("cuda_backward1", [](int dtype, bool qk, uintptr_t x1, uintptr_t x2, uintptr_t x3, uintptr_t x4,
                              uintptr_t dout, uintptr_t M, uintptr_t c, uintptr_t wg, uintptr_t bg,
                              uintptr_t dx1, uintptr_t dx2, uintptr_t dx3, uintptr_t dx4, uintptr_t px2,
                              uintptr_t dM, uintptr_t dc, uintptr_t dwg, uintptr_t dbg, uintptr_t ws,
-                             py::tuple dims, uintptr_t stream) {
+                             py::tuple dims, uintptr_t stream, int device) {
     const auto d = cuda_dims(dims);
     const csakd::cuda::Bwd1Args a{in<void>(x1), in<void>(x2), in<void>(x3), in<void>(x4), in<void>(dout),
                                   in<float>(M), in<float>(c), in<float>(wg), in<float>(bg), qk,
@@ -195,16 +198,19 @@ PYBIND11_MODULE(_C, m) {
                                   out<void>(px2), out<float>(dM), out<float>(dc), out<float>(dwg),
                                   out<float>(dbg), out<float>(ws)};
     py::gil_scoped_release nogil;
+    check(cudaSetDevice(device), "csakd cudaSetDevice");
     check(csakd::cuda::backward1(dtype, a, d, reinterpret_cast<cudaStream_t>(stream)), "csakd cuda_backward1");
   });
   m.def("cuda_backward2", [](int dtype, bool accumulate, uintptr_t x1, uintptr_t x2, uintptr_t px2,
                              uintptr_t E12, uintptr_t E11, uintptr_t E22, uintptr_t e1, uintptr_t e2,
-                             uintptr_t dx1, uintptr_t dx2, uintptr_t ws, py::tuple dims, uintptr_t stream) {
+                             uintptr_t dx1, uintptr_t dx2, uintptr_t ws, py::tuple dims, uintptr_t stream,
+                             int device) {
     const auto d = cuda_dims(dims);
     const csakd::cuda::Bwd2Args a{in<void>(x1), in<void>(x2), in<void>(px2), in<float>(E12), in<float>(E11),
                                   in<float>(E22), in<float>(e1), in<float>(e2), accumulate, out<void>(dx1),
                                   out<void>(dx2), out<float>(ws)};
     py::gil_scoped_release nogil;
+    check(cudaSetDevice(device), "csakd cudaSetDevice");
     check(csakd::cuda::backward2(dtype, a, d, reinterpret_cast<cudaStream_t>(stream)), "csakd cuda_backward2");
   });
 #else

@@ -101,8 +101,8 @@ class Native:
         if self.device_type == "cpu":
             fn(code, *flags, *ptrs, dims)
         else:
-            with torch.cuda.device(x2.device):
-                fn(code, *flags, *ptrs, dims, torch.cuda.current_stream(x2.device).cuda_stream)
+            fn(code, *flags, *ptrs, dims, torch.cuda.current_stream(x2.device).cuda_stream,
+               x2.device.index if x2.device.index is not None else torch.cuda.current_device())
 
     def _ws(self, kind: str, dims: tuple, flag: bool, device) -> list:
         if self.workspace is None:
