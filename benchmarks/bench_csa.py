@@ -1,7 +1,8 @@
 """Fused CSA benchmark: time and memory per backend, forward and forward+backward.
 
 Backends side by side in one process: ``reference`` (eager, the baseline), ``compile``
-(torch.compile of the reference layer), ``torch`` and ``triton`` (where they can run). For every
+(torch.compile of the reference layer) and every fused backend that can run on the device
+(``torch``, ``triton``, ``cpp``, ``cuda``). For every
 resolution the same weights (seed 0) and the same input sets (seeds 1000 + i, ``rotate`` of them,
 used in turn so that caches do not flatter) go to every backend.
 
@@ -124,7 +125,7 @@ def copy_bandwidth(device, nbytes=1 << 29, repeats=20) -> float:
 
 def _available(device) -> list:
     """Backends that can run, torch.compile last (its compile workers outlive the compile)."""
-    fused = [b for b in ("torch", "triton") if b in _backends.available("csa", device)]
+    fused = [b for b in _backends.available("csa", device) if b != "reference"]
     return ["reference", *fused, "compile"]
 
 
@@ -243,7 +244,7 @@ def main(argv=None) -> list:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rotate", type=int, default=3, help="input sets used in turn")
     p.add_argument("--backends", nargs="+", default=None,
-                   help="subset of reference compile torch triton (default: all that can run)")
+                   help="subset of reference compile torch triton cpp cuda (default: all that can run)")
     p.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"])
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--json", default=None, help="write the records here (atomically)")

@@ -71,6 +71,8 @@ def _availability(backend: str, device: torch.device) -> str | None:
             return f"Triton needs a CUDA device (or TRITON_INTERPRET=1 on the CPU), got {device}"
     if backend == "cuda" and device.type != "cuda":
         return f"the CUDA extension needs a CUDA device, got {device}"
+    if backend == "cuda" and not torch.cuda.is_available():
+        return "the CUDA extension needs a CUDA GPU, and none is available"
     if backend == "cpp" and device.type != "cpu":
         return f"the C++ extension runs on the CPU, got {device}"
     return None

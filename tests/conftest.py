@@ -26,3 +26,15 @@ def small(preset="teacher", **kw):
 
     base = dict(bands=31, msi_bands=3, nf=16, gc=8)
     return getattr(cf.CSAKDConfig, preset)(**{**base, **kw})
+
+
+def csa_layer(C, D, heads, gate, attention, backend, dtype=torch.float64, seed=0):
+    """A CrossSelfAttention with seeded weights (and, for normalized, temperatures in [0.5, 2.5])."""
+    import csakd_fast as cf
+
+    torch.manual_seed(seed)
+    layer = cf.nn.CrossSelfAttention(C, D, heads, gate=gate, attention=attention, backend=backend)
+    if attention == "normalized":
+        with torch.no_grad():
+            layer.temperature.copy_(0.5 + 2 * torch.rand(heads))
+    return layer.to(dtype)

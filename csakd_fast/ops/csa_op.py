@@ -6,7 +6,8 @@ the backends differ only in how they run the pixel passes, while the schema, the
 kernel, the saved statistics and the autograd formula are the same; one op keeps those in one
 place, torch.compile sees one opaque call with a constant string either way, and ``opcheck`` runs
 per backend by passing the string. Backends plug their pass implementations in with
-:func:`register_impl` (``csa_torch`` and ``csa_triton`` do it when imported).
+:func:`register_impl` (``csa_torch``, ``csa_triton``, ``csa_cpp`` and ``csa_cuda`` do it when
+imported).
 
 ``csa_fwd(x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg?, bg?, temperature?, heads,
 attention, up1, up3, backend) -> (out, gram, proj, vecs)``: ``out`` (B, C, H, W) is the result of
@@ -107,6 +108,26 @@ def _backward(ctx, dout, *_stats_grads):
 
 
 csa_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def backward_result(dx1, dx2, dx3, dx4, gr, dwg, dbg, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg,
+                    temperature) -> List[Tensor]:
+    """The list ``csa_bwd`` returns, shared by every backend: the input gradients as given, then
+    the weight gradients of ``gr`` (:class:`csa_small.Grads`) and of the gate (``dwg``, ``dbg``;
+    unused without it) in their parameters' dtypes. Weight gradients are copies (some are views
+    of one another, and outputs of an op may not alias); an absent optional input gets an empty
+    tensor, the temperature a zero gradient outside ``normalized``."""
+    empty = lambda: dx2.new_empty(0)  # noqa: E731
+    pw = lambda g, ref: g.to(ref.dtype, copy=True)  # noqa: E731
+    gate = wg is not None
+    if temperature is None:
+        tau = empty()
+    else:
+        tau = torch.zeros_like(temperature) if gr.tau is None else pw(gr.tau, temperature)
+    return [dx1, dx2, dx3, dx4,
+            pw(gr.wq, wq), pw(gr.bq, bq), pw(gr.wk, wk), pw(gr.bk, bk),
+            pw(gr.wv, wv), pw(gr.bv, bv), pw(gr.wo, wo), pw(gr.bo, bo),
+            pw(dwg, wg) if gate else empty(), pw(dbg, bg) if gate else empty(), tau]
 
 
 def csa(x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, temperature, heads: int,

@@ -1,10 +1,11 @@
 """The per-sample small-matrix algebra of the fused CSA, forward and hand-written backward.
 
-Every backend of the fused op (``csa_torch``, ``csa_triton``) reduces the pixels to a few small
-per-sample matrices (pass 1), hands them to :func:`forward` here, applies the C×C matrix it gets
-back to every pixel (pass 2), and in backward reduces the pixels to (dM, dc) and hands those to
-:func:`backward`, which returns the weight gradients and the small matrices E that give the
-q/k-path input gradients. Nothing here touches a pixel; all of it is O(C²·D) per sample.
+Every backend of the fused op (``csa_torch``, ``csa_triton``, ``csa_native`` for cpp and cuda)
+reduces the pixels to a few small per-sample matrices (pass 1), hands them to :func:`forward`
+here, applies the C×C matrix it gets back to every pixel (pass 2), and in backward reduces the
+pixels to (dM, dc) and hands those to :func:`backward`, which returns the weight gradients and the
+small matrices E that give the q/k-path input gradients. Nothing here touches a pixel; all of it
+is O(C²·D) per sample.
 
 Notation (design.md §3), per sample: X_i ∈ R^{C×N}, N = H·W, D = heads·d rows of q, k, v.
 

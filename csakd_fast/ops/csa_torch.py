@@ -28,6 +28,8 @@ the reductions' results are float32 and the per-pixel products run in the input 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..backends import register
@@ -52,12 +54,24 @@ def _lr(x: torch.Tensor, s: int) -> torch.Tensor:
     return xw.view(B, K, h, 1, w * s)
 
 
-def _pool(x: torch.Tensor, s: int) -> torch.Tensor:
+def sum_pool(x: torch.Tensor, s: int) -> torch.Tensor:
     """s×s sum pooling (the adjoint of nearest upsampling): (B, K, H, W) -> (B, K, H/s, W/s)."""
     if s == 1:
         return x
     B, K, H, W = x.shape
     return _hr(x.contiguous(), s).sum(3).view(B, K, H // s, W // s, s).sum(4)
+
+
+def common_factor(x1, x3, up1: int, up3: int):
+    """(x1', x3', S, f1, f3) for kernels that tile at one factor S: x1, x3 (nearest factors up1,
+    up3) are returned at factor S or 1 — as given when up1 == up3 or one of them is 1, else
+    upsampled by f_i = up_i / S to S = gcd(up1, up3) (their gradients are sum-pooled back by f_i)."""
+    if up1 == up3 or 1 in (up1, up3):
+        return x1, x3, max(up1, up3), 1, 1
+    S = math.gcd(up1, up3)
+    f1, f3 = up1 // S, up3 // S
+    up = lambda x, f: x.repeat_interleave(f, 2).repeat_interleave(f, 3)  # noqa: E731
+    return up(x1, f1), up(x3, f3), S, f1, f3
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -86,14 +100,14 @@ def pass1(x1, x2, w: Weights, attention: str, up1: int):
     shapes = stats_shapes(B, C, w.wq.shape[0], attention)
     gram, proj, vecs = (x2.new_empty(s, dtype=ct) for s in shapes)
     if attention == "paper":
-        p2 = _pool(x2, up1)
+        p2 = sum_pool(x2, up1)
         gram = _gram(x1, p2, ct)
         vecs = torch.stack([x1.sum((2, 3), dtype=ct) * up1 ** 2, p2.sum((2, 3), dtype=ct)], 1)
     elif attention == "normalized":
         m1, m2 = x1.mean((2, 3), dtype=ct), x2.mean((2, 3), dtype=ct)
         x1c = x1 - m1.to(x1.dtype)[:, :, None, None]
         x2c = x2 - m2.to(x2.dtype)[:, :, None, None]
-        gram = _gram(x1c, _pool(x2c, up1), ct)
+        gram = _gram(x1c, sum_pool(x2c, up1), ct)
         g11 = _gram(x1c, x1c, ct) * up1 ** 2
         g22 = _gram(x2c, x2c, ct)
         proj = torch.stack([w.wq @ g11, w.wk @ g22], 1)
@@ -167,9 +181,9 @@ def backward(dout, x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, tempe
         wg1, wg2, wg3, wg4 = (wgd[:, i * C:(i + 1) * C].T for i in range(4))
         d_att = _mm(wg4, dz).addcmul_(dout, g[:, 3:4])
         dx2 = _mm(wg2, dz).addcmul_(dout, g[:, 1:2])
-        dz1, dz3 = _pool(dz, up1), _pool(dz, up3)
-        dx1 = _pool(dout * g[:, 0:1], up1).add_(_mm(wg1, dz1))
-        dx3 = _pool(dout * g[:, 2:3], up3).add_(_mm(wg3, dz3))
+        dz1, dz3 = sum_pool(dz, up1), sum_pool(dz, up3)
+        dx1 = sum_pool(dout * g[:, 0:1], up1).add_(_mm(wg1, dz1))
+        dx3 = sum_pool(dout * g[:, 2:3], up3).add_(_mm(wg3, dz3))
         dwg = torch.cat([_gram(dz1, x1, ct), _gram(dz, x2, ct), _gram(dz3, x3, ct),
                          _gram(dz, att, ct)], 2).sum(0)
         dbg = dz.sum((0, 2, 3), dtype=ct)
@@ -177,13 +191,14 @@ def backward(dout, x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, tempe
     else:
         d_att = dout.clone()
         dx1, dx2, dx3 = torch.zeros_like(x1), torch.zeros_like(x2), torch.zeros_like(x3)
-    pd = _pool(d_att, up3)
+        dwg = dbg = None
+    pd = sum_pool(d_att, up3)
     dM, dc = _gram(pd, x3, ct), d_att.sum((2, 3), dtype=ct)
     dx3.add_(_mm(M.transpose(1, 2), pd))
     gr = csa_small.backward(dM, dc, w, small, gram, proj, vecs, heads, attention)
     if attention != "legacy":
         E12 = gr.E12.to(dt)
-        dx1.add_(_mm(E12, _pool(x2, up1))).add_(gr.e1.to(dt)[:, :, None, None], alpha=up1 ** 2)
+        dx1.add_(_mm(E12, sum_pool(x2, up1))).add_(gr.e1.to(dt)[:, :, None, None], alpha=up1 ** 2)
         t = _mm(E12.transpose(1, 2), x1)
         if attention == "normalized":
             dx1.add_(_mm(gr.E11.to(dt), x1), alpha=up1 ** 2)
@@ -192,20 +207,8 @@ def backward(dout, x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, tempe
         else:
             dx2.add_(gr.e2.to(dt)[:, :, None, None])
         _hr(dx2, up1).add_(_lr(t, up1))
-    empty = lambda: x2.new_empty(0)  # noqa: E731  (outputs of an op may not alias each other)
-    pw = lambda g, ref: g.to(ref.dtype, copy=True)  # noqa: E731  (some are views of one another)
-    return [dx1, dx2, dx3, d_att,
-            pw(gr.wq, wq), pw(gr.bq, bq), pw(gr.wk, wk), pw(gr.bk, bk),
-            pw(gr.wv, wv), pw(gr.bv, bv), pw(gr.wo, wo), pw(gr.bo, bo),
-            pw(dwg, wg) if wg is not None else empty(), pw(dbg, bg) if wg is not None else empty(),
-            _tau_grad(gr.tau, temperature, empty)]
-
-
-def _tau_grad(dtau, temperature, empty):
-    """The temperature's gradient (zero outside ``normalized``, empty when there is none)."""
-    if temperature is None:
-        return empty()
-    return torch.zeros_like(temperature) if dtau is None else dtau.to(temperature.dtype)
+    return csa_op.backward_result(dx1, dx2, dx3, d_att, gr, dwg, dbg, wq, bq, wk, bk, wv, bv, wo,
+                                  bo, wg, bg, temperature)
 
 
 csa_op.register_impl("torch", forward, backward)

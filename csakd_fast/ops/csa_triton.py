@@ -40,7 +40,6 @@ block sizes below are untuned defaults (no GPU was at hand when they were writte
 """
 from __future__ import annotations
 
-import math
 import os
 
 import torch
@@ -50,6 +49,7 @@ import triton.language as tl
 from ..backends import register
 from . import csa_op, csa_small
 from .csa_small import Weights, stats_shapes
+from .csa_torch import common_factor, sum_pool
 
 NG = 16  # the 4 gate rows, zero-padded to the smallest tl.dot size
 
@@ -503,23 +503,6 @@ def _gate_mats(wg, bg, C: int, C_PAD: int, device):
     return wgp, wgp.transpose(1, 2).contiguous(), bgp
 
 
-def _coarse(x1, x3, up1: int, up3: int):
-    """(x1', x3', S, f1, f3): inputs at factor S or 1 (f_i: the factor x_i' was upsampled by)."""
-    if up1 == up3 or 1 in (up1, up3):
-        return x1, x3, max(up1, up3), 1, 1
-    S = math.gcd(up1, up3)
-    f1, f3 = up1 // S, up3 // S
-    up = lambda x, f: x.repeat_interleave(f, 2).repeat_interleave(f, 3)  # noqa: E731
-    return up(x1, f1), up(x3, f3), S, f1, f3
-
-
-def _pool(x: torch.Tensor, f: int) -> torch.Tensor:
-    if f == 1:
-        return x
-    B, K, H, W = x.shape
-    return x.view(B, K, H // f, f, W // f, f).sum((3, 5))
-
-
 def _check_dtype(x2):
     if x2.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"x2: the triton backend expects float32, float16 or bfloat16, got "
@@ -537,7 +520,7 @@ def forward(x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, temperature,
     small = csa_small.forward(w, gram_, proj, vecs, heads, attention, H * W)
     C_PAD = _cpad(C)
     _, BLOCK_L, warps = _blocks(C_PAD, x2.device)
-    x1c, x3c, S, _, _ = _coarse(x1, x3, up1, up3)
+    x1c, x3c, S, _, _ = common_factor(x1, x3, up1, up3)
     wgp, _, bgp = _gate_mats(wg, bg, C, C_PAD, x2.device)
     out = _empty(x2.shape, x2.dtype, x2.device)
     L = (H // S) * (W // S)
@@ -561,7 +544,7 @@ def backward(dout, x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, tempe
     _, BLOCK_L, warps = _blocks(C_PAD, x2.device)
     prec = _prec(dt)
     gate, qk = wg is not None, attention != "legacy"
-    x1c, x3c, S, f1, f3 = _coarse(x1, x3, up1, up3)
+    x1c, x3c, S, f1, f3 = common_factor(x1, x3, up1, up3)
     X1_LR, X3_LR = x1c.shape[2] != H, x3c.shape[2] != H
     wgp, wgt, bgp = _gate_mats(wg, bg, C, C_PAD, dev)
     M = small.M.contiguous()
@@ -594,17 +577,10 @@ def backward(dout, x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, tempe
             _padm(gr.e1, C_PAD), _padm(gr.e2, C_PAD), dx1c, dx2,
             C, H, W, S, X1_LR=X1_LR, GATE=gate, NORMALIZED=norm,
             C_PAD=C_PAD, BLOCK_L=BLOCK_L, PREC=prec, num_warps=warps)
-    empty = lambda: x2.new_empty(0)  # noqa: E731
-    pw = lambda g, ref: g.to(ref.dtype, copy=True)  # noqa: E731
-    if gate:
-        dwg = dwg_part.sum((0, 1))[:, :4, :C].transpose(0, 1).reshape(4, 4 * C)
-        dbg = dbg_part.sum((0, 1))[:4]
-    tau = (empty() if temperature is None else
-           torch.zeros_like(temperature) if gr.tau is None else pw(gr.tau, temperature))
-    return [_pool(dx1c, f1), dx2, _pool(dx3c, f3), dx4,
-            pw(gr.wq, wq), pw(gr.bq, bq), pw(gr.wk, wk), pw(gr.bk, bk),
-            pw(gr.wv, wv), pw(gr.bv, bv), pw(gr.wo, wo), pw(gr.bo, bo),
-            pw(dwg, wg) if gate else empty(), pw(dbg, bg) if gate else empty(), tau]
+    dwg = dwg_part.sum((0, 1))[:, :4, :C].transpose(0, 1).reshape(4, 4 * C) if gate else None
+    dbg = dbg_part.sum((0, 1))[:4] if gate else None
+    return csa_op.backward_result(sum_pool(dx1c, f1), dx2, sum_pool(dx3c, f3), dx4, gr, dwg, dbg,
+                                  wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, temperature)
 
 
 csa_op.register_impl("triton", forward, backward)
