@@ -58,7 +58,8 @@ def run(fn, x, ws, bs, gy):
     return (y,) + torch.autograd.grad(y, [x] + ws + bs, gy)
 
 
-def compare(fn, nf, gc, groups, B, H, W, tol=1e-5, dtype=torch.float32, device="cpu"):
+def check_against_reference(fn, nf, gc, groups, B, H, W, tol=1e-5, dtype=torch.float32,
+                            device="cpu"):
     ws, bs = make_params(nf, gc, groups, dtype, device)
     x = torch.randn(B, nf, H, W, dtype=dtype, device=device, requires_grad=True)
     gy = torch.randn(B, nf, H, W, dtype=dtype, device=device)
@@ -104,7 +105,7 @@ SHAPES = [(8, 4, 1, 1, 7, 5), (8, 4, 1, 2, 5, 6), (8, 4, 4, 2, 5, 7), (86, 43, 4
 @pytest.mark.parametrize("recompute", [False, True])
 @pytest.mark.parametrize("nf,gc,groups,B,H,W", SHAPES)
 def test_torch_matches_reference(nf, gc, groups, B, H, W, recompute):
-    compare(lambda g: lambda x, w, b: clra_torch.clra_torch(x, w, b, g, recompute), nf, gc, groups,
+    check_against_reference(lambda g: lambda x, w, b: clra_torch.clra_torch(x, w, b, g, recompute), nf, gc, groups,
             B, H, W)
 
 
@@ -137,7 +138,7 @@ def poisoned():
 
 @pytest.mark.parametrize("recompute", [False, True])
 def test_torch_poisoned_buffers(poisoned, recompute):
-    compare(lambda g: lambda x, w, b: clra_torch.clra_torch(x, w, b, g, recompute), 8, 4, 4, 2, 5, 7)
+    check_against_reference(lambda g: lambda x, w, b: clra_torch.clra_torch(x, w, b, g, recompute), 8, 4, 4, 2, 5, 7)
 
 
 def test_torch_inference_and_layer():
@@ -326,7 +327,7 @@ TRITON_SHAPES = [(8, 4, 1, 2, 5, 7, False), (8, 4, 4, 1, 5, 6, True)]
 @needs_triton
 @pytest.mark.parametrize("nf,gc,groups,B,H,W,recompute", TRITON_SHAPES)
 def test_triton_matches_reference(nf, gc, groups, B, H, W, recompute, poisoned):
-    compare(lambda g: lambda x, w, b: clra_triton.clra_triton(x, w, b, g, recompute), nf, gc, groups,
+    check_against_reference(lambda g: lambda x, w, b: clra_triton.clra_triton(x, w, b, g, recompute), nf, gc, groups,
             B, H, W, device=DEV)
 
 
@@ -395,9 +396,9 @@ def test_triton_kernel_compiles_for_sm90():
 def test_triton_gpu_bf16_and_fp32(groups, recompute):
     torch.backends.cudnn.allow_tf32 = False
     try:
-        compare(lambda g: lambda x, w, b: clra_triton.clra_triton(x, w, b, g, recompute), 86, 43,
+        check_against_reference(lambda g: lambda x, w, b: clra_triton.clra_triton(x, w, b, g, recompute), 86, 43,
                 groups, 2, 48, 40, device="cuda")
     finally:
         torch.backends.cudnn.allow_tf32 = True
-    compare(lambda g: lambda x, w, b: clra_triton.clra_triton(x, w, b, g, recompute), 86, 43,
+    check_against_reference(lambda g: lambda x, w, b: clra_triton.clra_triton(x, w, b, g, recompute), 86, 43,
             groups, 2, 64, 64, tol=3e-2, dtype=torch.bfloat16, device="cuda")
