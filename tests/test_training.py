@@ -146,6 +146,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(files, tmp_path):
     part = tmp_path / "part"
     Trainer(_cfg(files, max_iters=1), part).run()                 # stops inside epoch 0
     s1, _ = _weights(part, roles)
+    assert json.loads((part / "test.json").read_text())["weights"]["student"].startswith("last")
     assert (s1["epoch"], s1["batch"], s1["iter"]) == (0, 1, 1)
     Trainer(None, part, resume=True, overrides={"max_iters": 3}).run()   # across the epoch boundary
     s3, _ = _weights(part, roles)
@@ -208,6 +209,7 @@ def test_train_writes_checkpoints_logs_and_report(files, tmp_path, capsys):
     assert model.config.nf == 8 and model.config.layers == (1, 4, 4, 1)
     test = json.loads((out / "test.json").read_text())
     assert test["split"] == "test" and test["iterations"] == 4 and set(test["mean"]) == {"bicubic", "teacher", "student"}
+    assert test["weights"] == {"teacher": "best by validation SAM", "student": "best by validation SAM"}
     assert test["mean"]["student"]["psnr"] == pytest.approx(res["mean"]["student"]["psnr"])
     md = (out / "report" / "report.md").read_text()
     assert "| student |" in md and "PSNR against the bicubic baseline" in md

@@ -196,8 +196,9 @@ def write_report(run_dir, dataset, models: dict, results: dict, device="cpu") ->
     mean = {n: results["mean"][n] for n in names}
     lines = [f"# csakd_fast run report: {run_dir.name}", "",
              f"{results.get('split', 'evaluation')} data: {len(results['images'])} image(s) "
-             f"({', '.join(r['name'] for r in results['images'][:6])}); "
-             "teacher and student: best checkpoints by validation SAM.", "",
+             f"({', '.join(r['name'] for r in results['images'][:6])}); weights: "
+             + ("; ".join(f"{r} {w}" for r, w in results.get("weights", {}).items()) or "as given")
+             + ".", "",
              format_table(mean), ""]
     if "teacher" in mean and "bicubic" in mean:
         gains = [f"{n} {mean[n]['psnr'] - mean['bicubic']['psnr']:+.2f} dB" for n in names if n != "bicubic"]

@@ -386,9 +386,10 @@ class Trainer:
         """Metrics of the best checkpoints (the last weights where no validation ran yet) on the
         test data, written to test.json; on the validation data when there is no test data."""
         dataset = self.data.test if self.data.test is not None else self.data.val
-        models = dict(self.models)
+        models, weights = dict(self.models), {}
         for r in self.trained:
             best = self.out / f"{r}_best.pth"
+            weights[r] = "best by validation SAM" if best.is_file() else "last (no validation yet)"
             if best.is_file():
                 models[r] = load_checkpoint(best, backend=self.cfg.backend).to(self.device)
         preds = {"bicubic": bicubic(self.cfg.scale)}
@@ -397,6 +398,7 @@ class Trainer:
         res["split"] = "test" if self.data.test is not None else "val"
         res["parameters"] = {r: m.num_parameters() for r, m in models.items()}
         res["iterations"], res["train_seconds"] = self.iter, round(self.elapsed, 1)
+        res["weights"] = weights
         _io.atomic_write_text(self.out / "test.json", json.dumps(res, indent=2) + "\n")
         self.final_models = models
         return res
@@ -419,8 +421,8 @@ def train(cfg: TrainConfig | None, out, *, resume: bool = False, overrides: dict
     ``resume``: continue the run in ``out`` (``cfg`` None; ``overrides`` of RESUMABLE settings)."""
     trainer = Trainer(cfg, out, resume=resume, overrides=overrides)
     res = trainer.run()
-    print(format_table(res["mean"], f"{res['split']} metrics ({len(res['images'])} image(s), "
-                                    f"best checkpoints by validation SAM)"))
+    which = "; ".join(f"{r}: {w}" for r, w in res["weights"].items())
+    print(format_table(res["mean"], f"{res['split']} metrics, {len(res['images'])} image(s) ({which})"))
     if report:
         from .report import write_report
 
