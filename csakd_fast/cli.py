@@ -56,12 +56,10 @@ def _train(args) -> None:
 
 
 def _evaluate(args) -> None:
-    import torch
-
     from . import load_checkpoint
     from ._io import atomic_write_text
     from .data import FusionDataset, load_reference_scenes
-    from .training.evaluate import as_predictor, bicubic, evaluate, format_table
+    from .training.evaluate import evaluate, format_table, with_baseline
     from .training.trainer import resolve_device
 
     device = resolve_device(args.device)
@@ -89,9 +87,7 @@ def _evaluate(args) -> None:
     if (ds.bands, ds.msi_bands) != (cfg0.bands, cfg0.msi_bands):
         raise ValueError(f"--data: the checkpoints take {cfg0.bands} bands and {cfg0.msi_bands} MSI bands; "
                          f"the data (with srf {args.srf!r}) has {ds.bands} and {ds.msi_bands}")
-    preds = {"bicubic": bicubic(cfg0.scale), **{n: as_predictor(m) for n, m in models.items()}}
-    with torch.no_grad():
-        res = evaluate(preds, ds, device, models=list(models.values()))
+    res = evaluate(with_baseline(models, cfg0.scale), ds, device, models=list(models.values()))
     print(format_table(res["mean"], f"{len(res['images'])} image(s)"))
     if args.json:
         atomic_write_text(args.json, json.dumps(res, indent=2) + "\n")
@@ -107,8 +103,6 @@ def _fuse(args) -> None:
 
 
 def _report(args) -> None:
-    import torch
-
     from . import load_checkpoint
     from .training.config import TrainConfig
     from .training.report import write_report
@@ -131,8 +125,7 @@ def _report(args) -> None:
                 break
     if cfg.mode == "distill" and "teacher" not in models:
         models["teacher"] = load_checkpoint(cfg.teacher_checkpoint, backend=cfg.backend).to(device)
-    with torch.no_grad():
-        print(f"report: {write_report(run, dataset, models, results, device)}")
+    print(f"report: {write_report(run, dataset, models, results, device)}")
 
 
 def _info(args) -> None:

@@ -16,7 +16,7 @@ import torch
 
 from . import _checks
 from .data.normalization import denormalize
-from .data.readers import read_cube, write_cube
+from .data.readers import ENVI_DATA_SUFFIXES, read_cube, write_cube
 
 
 @torch.no_grad()
@@ -58,7 +58,7 @@ def default_output(lr_path: Path) -> Path:
     lr_path = Path(lr_path)
     if lr_path.is_dir():
         return lr_path.with_name(lr_path.name + "_fused.tif")
-    suffix = ".hdr" if lr_path.suffix.lower() in (".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".envi") else lr_path.suffix
+    suffix = ".hdr" if lr_path.suffix.lower() in ENVI_DATA_SUFFIXES else lr_path.suffix
     return lr_path.with_name(lr_path.stem + "_fused" + suffix)
 
 

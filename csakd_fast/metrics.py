@@ -37,6 +37,22 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (10 * torch.log10(peak ** 2 / _band_mse(x, y))).mean(-1)
 
 
+def _angles(x, y):
+    """Per-pixel angle in radians (B, H, W) and the mask of pixels where both norms are > 0."""
+    nx, ny = x.norm(dim=1, keepdim=True), y.norm(dim=1, keepdim=True)
+    valid = ((nx > 0) & (ny > 0)).squeeze(1)
+    u, v = x / nx.clamp_min(1e-300), y / ny.clamp_min(1e-300)
+    ang = 2 * torch.atan2((u - v).norm(dim=1), (u + v).norm(dim=1))
+    return torch.where(valid, ang, torch.zeros_like(ang)), valid
+
+
+def sam_map(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-pixel spectral angle ∠(ŷ_p, y_p) in degrees, (B, H, W) float64 (0 where either
+    spectrum has zero norm); :func:`sam` is its mean over the valid pixels."""
+    x, y = _pair(pred, target)
+    return torch.rad2deg(_angles(x, y)[0])
+
+
 def sam(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Spectral angle mapper in degrees: mean over pixels p of ∠(ŷ_p, y_p).
 
@@ -45,13 +61,9 @@ def sam(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     accurate for small angles, never NaN). Pixels where either spectrum has zero norm are
     excluded; a sample with no valid pixel gets 0."""
     x, y = _pair(pred, target)
-    nx, ny = x.norm(dim=1, keepdim=True), y.norm(dim=1, keepdim=True)
-    valid = ((nx > 0) & (ny > 0)).squeeze(1)
-    u, v = x / nx.clamp_min(1e-300), y / ny.clamp_min(1e-300)
-    ang = 2 * torch.atan2((u - v).norm(dim=1), (u + v).norm(dim=1))
-    ang = torch.where(valid, ang, torch.zeros_like(ang)).flatten(1)
+    ang, valid = _angles(x, y)
     count = valid.flatten(1).sum(-1)
-    return torch.rad2deg(ang.sum(-1) / count.clamp_min(1))
+    return torch.rad2deg(ang.flatten(1).sum(-1) / count.clamp_min(1))
 
 
 def rmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

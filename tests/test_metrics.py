@@ -116,3 +116,13 @@ def test_bad_input(fn):
     bad = y.clone(); bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="finite"):
         fn(bad, y)
+
+
+def test_sam_map_is_the_per_pixel_angle_that_sam_averages():
+    torch.manual_seed(1)
+    x, y = torch.rand(2, 5, 6, 7), torch.rand(2, 5, 6, 7)
+    y[1, :, 0, 0] = 0                                     # an excluded (zero-norm) pixel
+    m = M.sam_map(x, y)
+    assert m.shape == (2, 6, 7) and m.dtype == torch.float64 and m[1, 0, 0] == 0
+    torch.testing.assert_close(m[0].mean(), M.sam(x, y)[0])
+    torch.testing.assert_close(m[1].sum() / 41, M.sam(x, y)[1])

@@ -96,12 +96,12 @@ class TrainConfig:
     def __post_init__(self):
         _checks.choice("mode", self.mode, MODES)
         for name in ("scale", "crop_size", "batch_size", "epochs", "step_epochs", "eval_every"):
-            _int(name, getattr(self, name))
+            _checks.positive_int(name, getattr(self, name))
         for name in ("workers", "checkpoint_every", "seed"):
-            _int(name, getattr(self, name), minimum=0)
+            _checks.positive_int(name, getattr(self, name), minimum=0)
         for name in ("crops_per_epoch", "max_iters", "threads", "eval_tile"):
             if getattr(self, name) is not None:
-                _int(name, getattr(self, name))
+                _checks.positive_int(name, getattr(self, name))
         if self.crop_size % self.scale:
             raise ValueError(f"crop_size: expected a multiple of scale={self.scale}, got {self.crop_size}")
         for name in ("lr", "step_gamma"):
@@ -195,11 +195,6 @@ def parse_value(text: str):
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
-
-
-def _int(name, v, minimum=1):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {v!r}")
 
 
 def _positive(name, v, allow_zero=False):

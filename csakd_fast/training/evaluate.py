@@ -45,14 +45,20 @@ def as_predictor(model) -> Predictor:
     return predict
 
 
+def with_baseline(models: Mapping[str, torch.nn.Module], scale: int) -> Dict[str, Predictor]:
+    """{"bicubic": the baseline, name: model as a predictor, …}: what every table compares."""
+    return {"bicubic": bicubic(scale), **{name: as_predictor(m) for name, m in models.items()}}
+
+
 def image_metrics(pred: torch.Tensor, target: torch.Tensor, vmin, vmax, scale: int) -> Dict[str, torch.Tensor]:
     """All metrics of a batch in [−1, 1] (B, L, H, W) -> {metric: (B,) float64}."""
-    p = to_unit(pred.clamp(-1, 1))
+    pred = pred.clamp(-1, 1)
+    p = to_unit(pred)
     t = to_unit(target)
     out = {"psnr": metrics.psnr(p, t), "sam": metrics.sam(p, t), "ergas": metrics.ergas(p, t, scale=scale),
            "cc": metrics.cc(p, t)}
     out["ssim"] = metrics.ssim(p, t) if min(t.shape[-2:]) >= 11 else torch.full_like(out["psnr"], math.nan)
-    out["rmse"] = metrics.rmse(denormalize(pred.clamp(-1, 1).double(), vmin, vmax),
+    out["rmse"] = metrics.rmse(denormalize(pred.double(), vmin, vmax),
                                denormalize(target.double(), vmin, vmax))
     return out
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import _io
+from .. import _io, metrics
 from ..data.normalization import to_unit
-from .evaluate import as_predictor, bicubic, format_table, predict_all
+from .evaluate import format_table, predict_all, with_baseline
 from .trainer import read_log
 
 ORDER = ("bicubic", "teacher", "student")
@@ -58,13 +58,6 @@ def _composite(cube: np.ndarray, bands: list, ref: np.ndarray | None = None):
     return _stretch(img, lo, hi)
 
 
-def _sam_map(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per-pixel spectral angle in degrees (Kahan's form, as csakd_fast.metrics.sam)."""
-    u = pred / np.maximum(np.linalg.norm(pred, axis=0, keepdims=True), 1e-300)
-    v = target / np.maximum(np.linalg.norm(target, axis=0, keepdims=True), 1e-300)
-    return np.degrees(2 * np.arctan2(np.linalg.norm(u - v, axis=0), np.linalg.norm(u + v, axis=0)))
-
-
 def _segments(wl: np.ndarray):
     """Index ranges of contiguous wavelength runs (a spectrum is not drawn across a gap)."""
     step = np.median(np.diff(wl)) if len(wl) > 1 else 1.0
@@ -90,8 +83,7 @@ def write_report(run_dir, dataset, models: dict, results: dict, device="cpu") ->
     run_dir = Path(run_dir)
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    preds_fn = {"bicubic": bicubic(dataset.scale)}
-    preds_fn.update({r: as_predictor(m) for r, m in models.items() if r in ("teacher", "student")})
+    preds_fn = with_baseline({r: m for r, m in models.items() if r in ("teacher", "student")}, dataset.scale)
     item = dataset[0]
     batch = {k: (v[None] if torch.is_tensor(v) else v) for k, v in item.items()}
     for m in models.values():
@@ -128,7 +120,8 @@ def write_report(run_dir, dataset, models: dict, results: dict, device="cpu") ->
     _save(fig, out / "composites.png", dpi=110)
 
     # --- error maps -------------------------------------------------------------------------
-    sam_maps = {n: _sam_map(pred[n], target) for n in names}
+    sam_maps = {n: metrics.sam_map(torch.from_numpy(pred[n])[None], torch.from_numpy(target)[None])[0].numpy()
+                for n in names}
     err_maps = {n: np.sqrt(((pred[n] - target) ** 2).mean(0)) for n in names}
     fig, axes = plt.subplots(2, len(names), figsize=(3.8 * len(names), 7), squeeze=False)
     for row, (maps, label) in enumerate(((sam_maps, "spectral angle (°)"), (err_maps, "RMSE ([0, 1] scale)"))):

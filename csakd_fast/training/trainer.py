@@ -42,7 +42,7 @@ import torch
 from .. import _io, losses
 from ..models import CSAKDNet, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .evaluate import as_predictor, bicubic, evaluate, format_table
+from .evaluate import evaluate, format_table, with_baseline
 
 STATE_FORMAT = "csakd_fast-train"
 STATE_VERSION = 1
@@ -302,9 +302,7 @@ class Trainer:
 
     # --- evaluation ----------------------------------------------------------------------------
     def evaluate(self, dataset) -> dict:
-        preds = {"bicubic": bicubic(self.cfg.scale)}
-        preds.update({r: as_predictor(self.models[r]) for r in ("teacher", "student") if r in self.models})
-        return evaluate(preds, dataset, self.device, models=list(self.models.values()))
+        return evaluate(with_baseline(self.models, self.cfg.scale), dataset, self.device, models=list(self.models.values()))
 
     def _validate(self, log: _Log, record: dict) -> None:
         res = self.evaluate(self.data.val)["mean"]
@@ -392,9 +390,7 @@ class Trainer:
             weights[r] = "best by validation SAM" if best.is_file() else "last (no validation yet)"
             if best.is_file():
                 models[r] = load_checkpoint(best, backend=self.cfg.backend).to(self.device)
-        preds = {"bicubic": bicubic(self.cfg.scale)}
-        preds.update({r: as_predictor(m) for r, m in models.items() if r in ("teacher", "student")})
-        res = evaluate(preds, dataset, self.device, models=list(models.values()))
+        res = evaluate(with_baseline(models, self.cfg.scale), dataset, self.device, models=list(models.values()))
         res["split"] = "test" if self.data.test is not None else "val"
         res["parameters"] = {r: m.num_parameters() for r, m in models.items()}
         res["iterations"], res["train_seconds"] = self.iter, round(self.elapsed, 1)
