@@ -181,7 +181,10 @@ def describe_run(meta) -> str:
     if t:
         lines.append(f"- timing: {t.get('clock')}, {t.get('warmup')} warm-up iteration(s) (+1 compile "
                      f"for `compile`), {t.get('input_sets')} input sets rotated, reps within "
-                     f"{t.get('reps')} aiming at {t.get('budget_s')} s per run; median and IQR")
+                     f"{t.get('reps')} aiming at {t.get('budget_s')} s per run; median and IQR"
+                     + ("; within a case the backends' timed iterations are interleaved (round r of "
+                        "each, then round r + 1), `compile` timed apart"
+                        if t.get("order") == "interleaved" else ""))
     lines.append("- saved MiB: bytes saved for backward by the forward (unique storages, parameters "
                  "and inputs excluded); " + (
                      "CUDA peak: torch.cuda.max_memory_allocated over one iteration"

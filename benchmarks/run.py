@@ -9,7 +9,12 @@ would only run under the interpreter and is left out there unless ``--backends``
 Order of work (so that a ``--deadline-s`` cuts the least useful runs): every case with every
 non-compile backend (the reference first), then ``compile`` on the op cases, then the largest
 trainable resolution search (GPU), then ``compile`` on the model cases. ``results.json`` is
-rewritten after every run, so an interrupted run keeps what it measured.
+rewritten after every case, so an interrupted run keeps what it measured.
+
+Within a case the non-compile backends are timed interleaved (each is built and warmed up, then
+round r of every backend runs before round r + 1): on a machine whose speed drifts (a shared VM,
+a throttling CPU), timing one backend after the other put the drift into their ratio. ``compile``
+is timed on its own, later, so its ratio to the reference spans two windows of the run.
 """
 from __future__ import annotations
 
@@ -72,6 +77,25 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _record_failure(rec: dict, e: BaseException) -> None:
+    if is_oom(e):
+        rec.update(status="oom", error=str(e).splitlines()[0][:300])
+    else:
+        rec.update(status="error", error=f"{type(e).__name__}: {e}"[:2000],
+                   traceback=traceback.format_exc(limit=8)[-4000:])
+
+
+def _groups(pairs):
+    """[(case, backend), ...] → [(case, [backends of that case, in order]), ...]."""
+    out = []
+    for case, backend in pairs:
+        if out and out[-1][0] is case:
+            out[-1][1].append(backend)
+        else:
+            out.append((case, [backend]))
+    return out
+
+
 def _loadavg():
     """1/5/15-minute load averages: a busy machine makes every number slower (say so)."""
     try:
@@ -125,7 +149,8 @@ class Harness:
                      "backend_import_failures": {b: f for b, f in cf_backends._failures.items() if f},
                      "timing": {"warmup": suite.warmup, "reps": list(suite.reps),
                                 "budget_s": suite.budget_s, "input_sets": suite.input_sets,
-                                "clock": "cuda events" if device.type == "cuda" else "time.perf_counter"}}
+                                "clock": "cuda events" if device.type == "cuda" else "time.perf_counter",
+                                "order": "interleaved"}}
 
     # --- planning ----------------------------------------------------------------------------
     def backends_for(self, case: Case) -> List[str]:
@@ -197,31 +222,52 @@ class Harness:
         return {"rel_l2_err": err, "tol": tol, "ok": bool(err <= tol)}
 
     def run_one(self, case: Case, backend: str) -> dict:
-        rec = self._base(case, backend)
-        remaining = self._remaining()
-        margin = 90 if backend == "compile" else 15
-        if remaining is not None and remaining < margin:
-            rec.update(status="skipped", error=f"deadline: {remaining:.0f} s left, {margin} s needed")
-            return rec
-        compiled = backend == "compile"
+        return self.run_group(case, [backend])[0]
+
+    def run_group(self, case: Case, names: List[str]) -> List[dict]:
+        """One record per backend in ``names`` on ``case``. Each backend is built, warmed up
+        (first call, output check, bytes saved for backward) in turn; then their timed iterations
+        are interleaved, round r of every backend before round r + 1, so that a machine whose
+        speed drifts during the case (a shared VM, a throttling CPU) moves every backend alike
+        and the ratios between them hold. One failing backend never stops the others."""
+        recs, live = [], []
         try:
-            self._measure(case, backend, rec)
-            rec["status"] = "ok"
-        except Exception as e:  # noqa: BLE001 - one failing backend must not stop the run
-            if is_oom(e):
-                rec.update(status="oom", error=str(e).splitlines()[0][:300])
-            else:
-                rec.update(status="error", error=f"{type(e).__name__}: {e}"[:2000],
-                           traceback=traceback.format_exc(limit=8)[-4000:])
+            for backend in names:
+                rec = self._base(case, backend)
+                recs.append(rec)
+                remaining = self._remaining()
+                margin = 90 if backend == "compile" else 15
+                if remaining is not None and remaining < margin:
+                    rec.update(status="skipped",
+                               error=f"deadline: {remaining:.0f} s left, {margin} s needed")
+                    continue
+                try:
+                    live.append(self._warm(case, backend, rec))
+                except Exception as e:  # noqa: BLE001
+                    _record_failure(rec, e)
+            rounds = max((t["reps"] for t in live), default=0)
+            for r in range(rounds):
+                for t in live:
+                    if t["failed"] or r >= t["reps"]:
+                        continue
+                    try:
+                        self._timed_iteration(t, r)
+                    except Exception as e:  # noqa: BLE001
+                        _record_failure(t["rec"], e)
+                        t["failed"] = True
+                        t["inst"] = t["sets"] = None
+            for t in live:
+                if not t["failed"]:
+                    self._finish_timing(case, t)
         finally:
-            if compiled:
+            live.clear()   # every tensor of the group (modules, inputs, outputs) goes with it
+            if "compile" in names:
                 with contextlib.suppress(Exception):
                     torch._dynamo.reset()
-            # every tensor of the run (module, inputs, outputs) died with _measure's frame
             free_device_memory(self.device)
-        return rec
+        return recs
 
-    def _measure(self, case: Case, backend: str, rec: dict) -> None:
+    def _warm(self, case: Case, backend: str, rec: dict) -> dict:
         compiled = backend == "compile"
         wrap = lambda m: m  # noqa: E731
         if compiled:
@@ -259,30 +305,33 @@ class Harness:
                 top = max(per.values(), key=lambda s: s["saved_bytes"])
                 rec["saved_bytes"] = top["saved_bytes"]
                 rec["saved_bytes_activations"] = max(s["saved_bytes_activations"] for s in per.values())
-        reps = estimate_reps(self.suite, last_s)
-        clock = self._clock
-        clock.reset()
-        for r in range(reps):
-            x = sets[r % len(sets)]
-            inst.prepare(x)
-            clock.flush_cache()
-            # peak memory around the first timed iteration: past every first-call effect, and the
-            # probe's own work (heap trim, counter reset, synchronize) is outside the clock
-            mem = peak_probe(self.device, clock.flush_bytes) if r == 0 else contextlib.nullcontext()
-            with mem:
-                clock.begin()
-                inst.step(x, Probe(clock))
-                clock.end(inst.end_label)
-            if r == 0:
-                rec.update(mem.result())
-        samples = clock.samples()
-        clock.reset()
+        rec["warmup"], rec["input_sets"] = n_warm, len(sets)
+        return {"rec": rec, "inst": inst, "sets": sets, "compiled": compiled, "failed": False,
+                "reps": estimate_reps(self.suite, last_s), "clock": self._clock.fork()}
+
+    def _timed_iteration(self, t: dict, r: int) -> None:
+        inst, clock = t["inst"], t["clock"]
+        x = t["sets"][r % len(t["sets"])]
+        inst.prepare(x)
+        clock.flush_cache()
+        # peak memory around the backend's first timed iteration: past every first-call effect,
+        # and the probe's own work (heap trim, counter reset, synchronize) is outside the clock
+        mem = peak_probe(self.device, clock.flush_bytes) if r == 0 else contextlib.nullcontext()
+        with mem:
+            clock.begin()
+            inst.step(x, Probe(clock))
+            clock.end(inst.end_label)
+        if r == 0:
+            t["rec"].update(mem.result())
+
+    def _finish_timing(self, case: Case, t: dict) -> None:
+        rec = t["rec"]
+        samples = t["clock"].samples()
         rec["time"] = summarize([s["total"] for s in samples])
         labels = [k for k in samples[0] if k != "total"]
         if len(labels) > 1:
             rec["segments_ms"] = {k: summarize([s[k] for s in samples])["median_ms"] for k in labels}
-        rec["warmup"], rec["input_sets"] = n_warm, len(sets)
-        if compiled:
+        if t["compiled"]:
             c = torch._dynamo.utils.counters
             rec["compile_s"] = max(0.0, rec["first_call_s"] - rec["time"]["median_ms"] / 1e3)
             rec["compile"] = {"dynamic": False,
@@ -293,6 +342,7 @@ class Harness:
         if case.floor is not None and self.ceilings is not None:
             rec["floor"] = floors.achieved(case.floor(floors.elem_bytes(self.dtype)),
                                            self.ceilings, rec["time"]["median_ms"])
+        rec["status"] = "ok"
 
     def _finish_case(self, case: Case):
         self._pending[case.key] -= 1
@@ -345,12 +395,12 @@ class Harness:
             if phase == "maxres":
                 self.run_maxres()
                 continue
-            for case, backend in phase:
-                i += 1
-                rec = self.run_one(case, backend)
-                self.records.append(rec)
-                self._finish_case(case)
-                self._log_record(i, total, rec)
+            for case, names in _groups(phase):
+                for rec in self.run_group(case, names):
+                    i += 1
+                    self.records.append(rec)
+                    self._finish_case(case)
+                    self._log_record(i, total, rec)
                 self.write_json()
         report.add_comparisons(self.records, self.maxres)
         self.meta["loadavg_end"] = _loadavg()

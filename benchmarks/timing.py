@@ -42,11 +42,17 @@ class Clock:
     """Segment timer for one device: ``begin()``, ``mark(label)`` …, ``end(label)`` per iteration,
     then ``samples()`` → one {label: seconds, "total": seconds} per iteration."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, _root: Optional["Clock"] = None):
         self.device = device
         self.cuda = device.type == "cuda"
         self._iters: List[List[tuple]] = []
         self._flush = None
+        self._root = _root   # the clock whose L2-flush buffer this one uses
+
+    def fork(self) -> "Clock":
+        """A clock with samples of its own that shares this one's L2-flush buffer (one per backend
+        when the harness interleaves backends)."""
+        return Clock(self.device, self._root or self)
 
     def _stamp(self):
         if self.cuda:
@@ -57,13 +63,15 @@ class Clock:
 
     @property
     def flush_bytes(self) -> int:
-        return 0 if self._flush is None else self._flush.numel()
+        root = self._root or self
+        return 0 if root._flush is None else root._flush.numel()
 
     def flush_cache(self) -> None:
         if self.cuda:
-            if self._flush is None:
-                self._flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device=self.device)
-            self._flush.zero_()
+            root = self._root or self
+            if root._flush is None:
+                root._flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device=self.device)
+            root._flush.zero_()
 
     def begin(self) -> None:
         self._iters.append([(None, self._stamp())])

@@ -108,6 +108,10 @@ def second_backends(monkeypatch):
     def clra(x, w, b, groups, recompute):
         return reference.clra_reference(x, w, b, groups, recompute) * 1.01
 
+    # load the real backends first: a lazy import after the patch would overwrite it (the test
+    # passed only when an earlier test had loaded them)
+    backends.available("csa", "cpu")
+    backends.available("clra", "cpu")
     monkeypatch.setitem(backends._IMPLS.setdefault("csa", {}), "cpp", csa)
     monkeypatch.setitem(backends._IMPLS.setdefault("clra", {}), "cpp", clra)
 
@@ -248,3 +252,35 @@ def test_backends_for_includes_compile_only_where_asked():
     assert "compile" not in got[("cotrain", "step", 64, 1)]
     assert all("triton" not in v for v in got.values())
     assert all(v[0] == "reference" for v in got.values())
+
+
+def test_run_group_interleaves_backends_and_keeps_going_after_a_failure(tmp_path):
+    """Timed rounds alternate between backends (a drifting machine slows them alike); a backend
+    that fails mid-run is recorded as an error and the others finish."""
+    calls = []
+
+    class Logged(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name, self.w = name, torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            calls.append(self.name)
+            if self.name == "cpp" and calls.count("cpp") == 2:   # its first timed round
+                raise RuntimeError("boom")
+            return x * self.w
+
+    def build(backend):
+        return Logged(backend), lambda seed: (torch.randn(3, generator=torch.Generator().manual_seed(seed)),)
+
+    [case] = cases.cases_from_spec({"case": "order", "ops": (), "res": 4, "batch": 1,
+                                    "build": build, "modes": ("fwd",)})
+    dev = torch.device("cpu")
+    h = run.Harness(dev, torch.float32, cases.get_suite("smoke", dev), tmp_path, plugins=False,
+                    log=lambda *a: None)
+    ref, torch_, cpp = h.run_group(case, ["reference", "torch", "cpp"])
+    assert ref["status"] == torch_["status"] == "ok" and ref["time"]["n"] == torch_["time"]["n"] == 2
+    assert cpp["status"] == "error" and "boom" in cpp["error"]
+    assert torch_["check"]["ok"]
+    # warm-ups in turn, then round 0 of each, then round 1 without the failed backend
+    assert calls == ["reference", "torch", "cpp", "reference", "torch", "cpp", "reference", "torch"]
