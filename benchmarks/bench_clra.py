@@ -21,6 +21,7 @@ one forward + backward above what was allocated before it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -110,18 +111,30 @@ def _env(device, dtype) -> dict:
 
 
 # --- the CLRA block -----------------------------------------------------------------------------
-def block_variants(device: torch.device, compile_ref: bool = True) -> Dict[str, Callable]:
-    """name -> fn(x, weights, biases, groups) for every variant runnable on ``device``."""
+def block_variants(device: torch.device, compile_ref: bool = True,
+                   interpreted: bool = False) -> Dict[str, Callable]:
+    """name -> fn(x, weights, biases, groups) for every variant runnable on ``device``; Triton on
+    a CPU (the interpreter: a correctness run, not a timing) only with ``interpreted``."""
     out = {"reference": lambda x, w, b, g: clra_reference(x, w, b, g)}
     if compile_ref:
         compiled = torch.compile(clra_reference, dynamic=False)
         out["compile(reference)"] = lambda x, w, b, g: compiled(x, w, b, g)
     for name in ("torch", "triton"):
         if name in backends.available("clra", device) and not (
-                name == "triton" and device.type != "cuda"):
+                name == "triton" and device.type != "cuda" and not interpreted):
             fn = backends.get("clra", name, device)
             out[name] = lambda x, w, b, g, fn=fn: fn(x, w, b, g, False)
             out[name + "+recompute"] = lambda x, w, b, g, fn=fn: fn(x, w, b, g, True)
+    if "triton" in out:
+        # the backward's input gradients by the Triton kernel (accumulating into the gradient
+        # buffer in place) instead of aten's: the choice the GPU run settles
+        # (the mode is read when backward runs: ``scope`` wraps forward and backward)
+        from csakd_fast.ops.clra_triton import dgrad_mode
+
+        for name in ("triton", "triton+recompute"):
+            fn = lambda x, w, b, g, fn=out[name]: fn(x, w, b, g)  # noqa: E731
+            fn.scope = lambda: dgrad_mode("triton")
+            out[name.replace("triton", "triton/dgrad")] = fn
     return out
 
 
@@ -138,31 +151,35 @@ def block_records(device="cpu", dtype=torch.float32, res=128, batch=1, nf=86, gc
     xs = [torch.randn(batch, nf, res, res, generator=gen).to(device, dtype).requires_grad_()
           for _ in range(n_inputs)]
     gy = torch.randn(batch, nf, res, res, generator=gen).to(device, dtype)
-    fns = block_variants(device, compile_ref)
+    fns = block_variants(device, compile_ref,
+                         interpreted=any(v.startswith("triton") for v in variants or ()))
     if variants:
         fns = {k: v for k, v in fns.items() if k in variants}
     base = dict(case="clra", res=res, batch=batch, nf=nf, gc=gc, groups=groups, **_env(device, dtype))
     recs = []
     for mode in modes:
         def call(fn, x, mode=mode):
-            if mode == "fwd":
-                with torch.no_grad():
-                    return fn(x, ws, bs, groups)
-            y = fn(x, ws, bs, groups)
-            return torch.autograd.grad(y, [x] + ws + bs, gy)
+            with getattr(fn, "scope", contextlib.nullcontext)():
+                if mode == "fwd":
+                    with torch.no_grad():
+                        return fn(x, ws, bs, groups)
+                y = fn(x, ws, bs, groups)
+                return torch.autograd.grad(y, [x] + ws + bs, gy)
 
-        times = {k: [] for k in fns}
+        # a variant that differs only in backward (a ``scope``) is not timed in inference
+        run_fns = {k: v for k, v in fns.items() if mode != "fwd" or not hasattr(v, "scope")}
+        times = {k: [] for k in run_fns}
         first = {}
-        for k, fn in fns.items():       # warm-up (compilation included), reported apart
+        for k, fn in run_fns.items():       # warm-up (compilation included), reported apart
             t0 = time.perf_counter()
             for _ in range(warmup):
                 call(fn, xs[0])
             _sync(device)
             first[k] = time.perf_counter() - t0
         for r in range(repeats):
-            for k, fn in fns.items():
+            for k, fn in run_fns.items():
                 times[k].append(_time_once(lambda: call(fn, xs[r % n_inputs]), device))
-        for k, fn in fns.items():
+        for k, fn in run_fns.items():
             rec = dict(base, backend=k, mode=mode, warmup_s=first[k], **_stats(times[k]))
             if mode == "fwd+bwd":
                 rec["saved_bytes"], _ = saved_bytes(lambda: fn(xs[0], ws, bs, groups), [xs[0]] + ws + bs)

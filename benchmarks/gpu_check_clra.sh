@@ -3,7 +3,9 @@
 #   1. tests/test_clra_fused.py with compiled Triton kernels (TRITON_INTERPRET unset, so
 #      tests/conftest.py leaves the interpreter off; the bf16/fp32 GPU tests run),
 #   2. benchmarks/bench_clra.py at B=8, 256², bf16: reference, torch.compile(reference), torch,
-#      triton, each ± recompute, forward and forward+backward, groups 1 and 43; then the teacher
+#      triton, triton/dgrad (its backward's input gradients by the Triton kernel: compare with
+#      triton to choose clra_triton.DGRAD), each ± recompute, forward and forward+backward,
+#      groups 1 and 43; then the teacher
 #      and student co-training step (default 128², B=8: the reference teacher's activations at
 #      256², B=8 are ≈ 72 GiB, design.md §2; STEP_RES=256 to try it),
 # writing pytest.log, bench.log and bench.json to OUTDIR.

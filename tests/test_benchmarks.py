@@ -284,3 +284,25 @@ def test_run_group_interleaves_backends_and_keeps_going_after_a_failure(tmp_path
     assert torch_["check"]["ok"]
     # warm-ups in turn, then round 0 of each, then round 1 without the failed backend
     assert calls == ["reference", "torch", "cpp", "reference", "torch", "cpp", "reference", "torch"]
+
+
+def test_bench_clra_records_every_variant_and_the_dgrad_scope_reaches_backward(monkeypatch):
+    """bench_clra.py's block records (a tiny block; Triton under the interpreter): every variant
+    asked for is timed, ratios are filled in, and the "triton/dgrad" variant's backward runs the
+    Triton input-gradient kernel (the mode is read when backward runs)."""
+    clra_triton = pytest.importorskip("csakd_fast.ops.clra_triton")
+    from benchmarks import bench_clra
+
+    used = []
+    real = clra_triton._dgrad
+    monkeypatch.setattr(clra_triton, "_dgrad", lambda *a: used.append(1) or real(*a))
+    names = ["reference", "torch", "torch+recompute", "triton", "triton/dgrad"]
+    recs = bench_clra.block_records("cpu", torch.float32, res=6, batch=1, nf=8, gc=4, repeats=1,
+                                    n_inputs=1, compile_ref=False, variants=names)
+    got = {(r["backend"], r["mode"]) for r in recs}
+    assert got == {(n, "fwd+bwd") for n in names} | {(n, "fwd") for n in names if "/" not in n}
+    assert all(r["speedup_vs_reference"] > 0 and r["median_ms"] > 0 for r in recs)
+    fb = {r["backend"]: r for r in recs if r["mode"] == "fwd+bwd"}
+    assert fb["torch+recompute"]["saved_bytes"] < fb["torch"]["saved_bytes"] < fb["reference"]["saved_bytes"]
+    # its warm-up and its timed backward: 15 convs' input gradients each (x needs a gradient)
+    assert len(used) == 2 * 15

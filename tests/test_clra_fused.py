@@ -325,10 +325,46 @@ TRITON_SHAPES = [(8, 4, 1, 2, 5, 7, False), (8, 4, 4, 1, 5, 6, True)]
 
 
 @needs_triton
+@pytest.mark.parametrize("dgrad", ["aten", "triton"])
 @pytest.mark.parametrize("nf,gc,groups,B,H,W,recompute", TRITON_SHAPES)
-def test_triton_matches_reference(nf, gc, groups, B, H, W, recompute, poisoned):
-    check_against_reference(lambda g: lambda x, w, b: clra_triton.clra_triton(x, w, b, g, recompute), nf, gc, groups,
-            B, H, W, device=DEV)
+def test_triton_matches_reference(nf, gc, groups, B, H, W, recompute, dgrad, poisoned):
+    with clra_triton.dgrad_mode(dgrad):
+        check_against_reference(lambda g: lambda x, w, b: clra_triton.clra_triton(x, w, b, g, recompute),
+                                nf, gc, groups, B, H, W, device=DEV)
+
+
+@needs_triton
+@pytest.mark.parametrize("cout,cin,groups,B,H,W", [(4, 8, 1, 2, 5, 7), (3, 9, 3, 1, 4, 6),
+                                                   (43, 86, 43, 1, 3, 5), (8, 12, 4, 2, 6, 3)])
+def test_triton_dgrad_matches_aten(cout, cin, groups, B, H, W):
+    """conv3x3_dgrad (flipped taps, swapped channel roles per group) against aten's input
+    gradient, written into a NaN-poisoned tensor and accumulated into a buffer prefix."""
+    w = torch.randn(cout, cin // groups, 3, 3, dtype=torch.float64)
+    go = torch.randn(B, cout, H, W, dtype=torch.float64)
+    want = torch.ops.aten.convolution_backward(
+        go, torch.empty(B, cin, H, W, dtype=torch.float64), w, [cout], [1, 1], [1, 1], [1, 1],
+        False, [0, 0], groups, [True, False, False])[0]
+    out = torch.full((B, cin, H, W), float("nan"), device=DEV)
+    clra_triton.conv3x3_dgrad(go.float().to(DEV), w.float().to(DEV), groups, out, False)
+    assert rel_err(out, want) <= 1e-6
+    buf = torch.randn(B, cin + 3, H, W, device=DEV)
+    before = buf.clone()
+    clra_triton.conv3x3_dgrad(go.float().to(DEV), w.float().to(DEV), groups, buf[:, :cin], True)
+    assert rel_err(buf[:, :cin] - before[:, :cin], want) <= 1e-6
+    assert torch.equal(buf[:, cin:], before[:, cin:])        # past the prefix: untouched
+    with pytest.raises(ValueError, match="out, go"):
+        clra_triton.conv3x3_dgrad(go.float(), w.float(), groups, out[:, 1:], False)
+
+
+@needs_triton
+def test_triton_dgrad_mode_validation(monkeypatch):
+    with pytest.raises(ValueError, match="mode: expected one of"):
+        clra_triton.dgrad_mode("cudnn")
+    monkeypatch.setattr(clra_triton, "DGRAD", "cudnn")     # as a bad CSAKD_CLRA_DGRAD leaves it
+    ws, bs = make_params(4, 2, 1, device=DEV)
+    x = torch.randn(1, 4, 3, 3, device=DEV, requires_grad=True)
+    with pytest.raises(ValueError, match="CSAKD_CLRA_DGRAD"):
+        clra_triton.clra_triton(x, ws, bs, 1).sum().backward()
 
 
 @needs_triton
@@ -356,9 +392,10 @@ def test_opcheck_triton():
         _, bufs = torch.ops.csakd_fast.clra_triton(x, ws, bs, 2, True)
     gy = torch.randn_like(x)
     params = ([w.detach() for w in ws], [b.detach() for b in bs])
-    for kept in (bufs, x.new_empty(0)):     # buffers kept, and rebuilt by the Triton forward
-        torch.library.opcheck(torch.ops.csakd_fast.clra_triton_backward.default,
-                              (gy, x.detach(), kept, *params, 2, True), test_utils=utils)
+    for kept, dgrad in ((bufs, "aten"), (x.new_empty(0), "aten"), (bufs, "triton")):
+        with clra_triton.dgrad_mode(dgrad):    # buffers kept, or rebuilt by the Triton forward
+            torch.library.opcheck(torch.ops.csakd_fast.clra_triton_backward.default,
+                                  (gy, x.detach(), kept, *params, 2, True), test_utils=utils)
 
 
 @needs_triton
@@ -379,7 +416,8 @@ def test_triton_kernel_compiles_for_sm90():
             "c = ct._gpu_configs()\n"
             "rows = ct.compile_report(configs=[c[0], c[4]], dtypes=('bf16',), epilogues=(2,), "
             "grouped=(False,)) + ct.compile_report(configs=[c[1]], dtypes=('fp32', 'bf16'), "
-            "epilogues=(1,), grouped=(True,))\n"
+            "epilogues=(1,), grouped=(True,)) + ct.compile_report(configs=[c[0]], "
+            "dtypes=('bf16',), epilogues=(ct.EPI_ACC,), grouped=(True,))\n"
             "print(rows)\n"
             "assert all(r['stack'] == 0 and r['wgmma'] for r in rows), rows\n")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -391,14 +429,16 @@ def test_triton_kernel_compiles_for_sm90():
 
 @gpu_only
 @needs_triton
+@pytest.mark.parametrize("dgrad", ["aten", "triton"])
 @pytest.mark.parametrize("groups", [1, 43])
 @pytest.mark.parametrize("recompute", [False, True])
-def test_triton_gpu_bf16_and_fp32(groups, recompute):
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        check_against_reference(lambda g: lambda x, w, b: clra_triton.clra_triton(x, w, b, g, recompute), 86, 43,
-                groups, 2, 48, 40, device="cuda")
-    finally:
-        torch.backends.cudnn.allow_tf32 = True
-    check_against_reference(lambda g: lambda x, w, b: clra_triton.clra_triton(x, w, b, g, recompute), 86, 43,
-            groups, 2, 64, 64, tol=3e-2, dtype=torch.bfloat16, device="cuda")
+def test_triton_gpu_bf16_and_fp32(groups, recompute, dgrad):
+    fn = lambda g: lambda x, w, b: clra_triton.clra_triton(x, w, b, g, recompute)  # noqa: E731
+    with clra_triton.dgrad_mode(dgrad):
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            check_against_reference(fn, 86, 43, groups, 2, 48, 40, device="cuda")
+        finally:
+            torch.backends.cudnn.allow_tf32 = True
+        check_against_reference(fn, 86, 43, groups, 2, 64, 64, tol=3e-2, dtype=torch.bfloat16,
+                                device="cuda")

@@ -120,12 +120,18 @@ def _conv_backward(go: Tensor, inp: Tensor, w: Tensor, groups: int, need_input: 
         [need_input, True, True])
 
 
+# dgrad(go, weight, groups, out, accumulate): out (+)= the conv's input gradient, in place
+Dgrad = Callable[[Tensor, Tensor, int, Tensor, bool], None]
+
+
 def clra_backward(gy: Tensor, x: Tensor, bufs: Tensor, weights: Sequence[Tensor],
-                  biases: Sequence[Tensor], groups: int, need_gx: bool,
-                  rebuild: Forward) -> Tuple[Optional[Tensor], List[Tensor], List[Tensor]]:
+                  biases: Sequence[Tensor], groups: int, need_gx: bool, rebuild: Forward,
+                  dgrad: Optional[Dgrad] = None) -> Tuple[Optional[Tensor], List[Tensor], List[Tensor]]:
     """Gradients of y = CLRA(x) given dL/dy. ``bufs`` empty: rebuild them from x with ``rebuild``
-    (a forward with the signature of :func:`torch_forward`). Returns (dL/dx or None, 15 weight
-    gradients, 15 bias gradients)."""
+    (a forward with the signature of :func:`torch_forward`). ``dgrad``: computes the convs'
+    input gradients straight into the gradient buffer (accumulating), the weight and bias
+    gradients staying with aten; None: aten computes all three and the input gradient is added
+    on. Returns (dL/dx or None, 15 weight gradients, 15 bias gradients)."""
     nf, gc, C = dims(gy, weights)
     if bufs.numel() == 0:
         with torch.no_grad():
@@ -137,7 +143,14 @@ def clra_backward(gy: Tensor, x: Tensor, bufs: Tensor, weights: Sequence[Tensor]
     for j in (2, 1, 0):
         U = bufs[j]
         i = 5 * j + 4
-        G, gw[i], gb[i] = _conv_backward(gd * RES, U, weights[i], groups, True)
+        if dgrad is None:
+            G, gw[i], gb[i] = _conv_backward(gd * RES, U, weights[i], groups, True)
+        else:
+            go = gd * RES
+            G = U.new_empty(U.shape)
+            dgrad(go, weights[i], groups, G, False)
+            _, gw[i], gb[i] = _conv_backward(go, U, weights[i], groups, False)
+            del go
         G[:, :nf] += gd                               # d = 0.2·c5(U) + u
         del gd
         for k in (3, 2, 1, 0):
@@ -145,9 +158,12 @@ def clra_backward(gy: Tensor, x: Tensor, bufs: Tensor, weights: Sequence[Tensor]
             go = torch.ops.aten.leaky_relu_backward(G[:, cin:cin + gc], U[:, cin:cin + gc],
                                                     SLOPE, True)
             need_in = need_gx or j > 0 or k > 0
-            gi, gw[i], gb[i] = _conv_backward(go, U[:, :cin], weights[i], groups, need_in)
-            if need_in:
+            gi, gw[i], gb[i] = _conv_backward(go, U[:, :cin], weights[i], groups,
+                                              need_in and dgrad is None)
+            if need_in and dgrad is None:
                 G[:, :cin] += gi
+            elif need_in:
+                dgrad(go, weights[i], groups, G[:, :cin], True)
             del go, gi
         gd = G[:, :nf]
         del G

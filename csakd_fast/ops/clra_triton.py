@@ -37,13 +37,24 @@ NHWC buffers, not with aten's. Weights are repacked per call to (3, 3, cin_g, C_
 [BLOCK_K × BLOCK_N] weight tile is contiguous along N. :func:`compile_report` compiles every
 autotuning candidate for sm_90 without a GPU: wgmma, ≤ 146 registers, no spills.
 
-**Backward** runs through the torch path (:func:`clra_torch.clra_backward`: aten
-``convolution_backward`` per conv, LeakyReLU' from the stored sign, one gradient buffer per dense
-block); with ``recompute`` the buffers are rebuilt with these Triton forward kernels. A Triton
-backward would have to beat cuDNN's dgrad/wgrad on the same buffers; what to measure on an H100
-(bf16, B = 8, 256²): per-conv dgrad and wgrad time of cuDNN on the prefix views (including the
-copy ``contiguous()`` makes of a prefix when B > 1) against an implicit-GEMM dgrad whose epilogue
-multiplies by LReLU' and accumulates into G's prefix in place (saving the add and the copy).
+**Backward** walks the torch path (:func:`clra_torch.clra_backward`: LeakyReLU' from the stored
+sign, one gradient buffer G per dense block, weight and bias gradients by aten
+``convolution_backward``); with ``recompute`` the buffers are rebuilt with these Triton forward
+kernels. The convs' input gradients ("dgrad") have two implementations, chosen by ``DGRAD``
+(environment ``CSAKD_CLRA_DGRAD``, or :class:`dgrad_mode` around forward *and* backward; read
+when backward runs):
+
+- ``"aten"`` (default): cuDNN / oneDNN computes dL/d(prefix) into a new tensor, then it is added
+  onto G's prefix;
+- ``"triton"``: :func:`conv3x3_dgrad`, the same kernel on dL/dconv with flipped taps and the
+  channel roles swapped per group (:func:`pack_dgrad_weight`), its epilogue ``EPI_ACC`` adding into
+  G's prefix in place: no input-gradient tensor, no separate add. Per conv that saves writing and
+  re-reading a prefix-sized tensor (bf16, B = 8, 256², the widest prefix nf + 3·gc = 215
+  channels: 2 × 225 MB, ≈ 0.13 ms at 3.35 TB/s) against a dgrad of 2·B·H·W·9·cin·gc ≈ 87 GFLOP
+  (≈ 0.1–0.15 ms on an H100's tensor cores): the same order as the dgrad itself.
+
+The default stays ``"aten"`` until a GPU run of ``benchmarks/gpu_check_clra.sh`` (variants
+``triton`` and ``triton/dgrad``) shows which is faster; none was available when this was written.
 
 Precision: fp32 inputs use ``input_precision="tf32"`` when ``torch.backends.cudnn.allow_tf32``
 (what the reference's cuDNN conv does then) and "ieee" otherwise; bf16/fp16 operands go to the
@@ -65,7 +76,12 @@ from .clra_torch import (RES, SLOPE, _backward_outputs, _fake_backward, _fake_fo
                          clra_backward, clra_torch, dims, needs_grad,
                          register_autograd)
 
-EPI_LRELU, EPI_RES, EPI_RES2 = 0, 1, 2
+EPI_LRELU, EPI_RES, EPI_RES2, EPI_STORE, EPI_ACC = 0, 1, 2, 3, 4
+DGRAD_MODES = ("aten", "triton")
+# which implementation computes the convs' input gradients in the triton backend's backward (the
+# weight and bias gradients are aten's either way); CSAKD_CLRA_DGRAD overrides, dgrad_mode()
+# switches it for a block of code (the benchmarks compare both)
+DGRAD = os.environ.get("CSAKD_CLRA_DGRAD", "aten")
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -156,14 +172,18 @@ def _conv3x3_kernel(
                 a = a.to(tl.float32)
                 wt = wt.to(tl.float32)
             acc = tl.dot(a, wt, acc, input_precision=INPUT_PRECISION)
-    acc += tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     mask = m_ok[:, None] & n_ok[None, :]
+    if EPILOGUE < 3:   # the forward convs; dgrad (3, 4) has no bias
+        acc += tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     if EPILOGUE == 0:
         acc = tl.where(acc > 0, acc, acc * SLOPE_C)
-    else:
+    elif EPILOGUE != 3:
         r1 = tl.load(res_ptr + bimg * sr_b + hw[:, None] + offs_n[None, :] * sr_c,
                      mask=mask, other=0.0)
-        acc = acc * RES_C + r1.to(tl.float32)
+        if EPILOGUE == 4:
+            acc = acc + r1.to(tl.float32)
+        else:
+            acc = acc * RES_C + r1.to(tl.float32)
         if EPILOGUE == 2:
             r2 = tl.load(res2_ptr + bimg * sr2_b + hw[:, None] + offs_n[None, :] * sr2_c,
                          mask=mask, other=0.0)
@@ -245,6 +265,62 @@ def conv3x3(inp: Tensor, cin: int, w_packed: Tensor, bias: Tensor, out: Tensor, 
     return out
 
 
+def pack_dgrad_weight(w: Tensor, groups: int) -> Tensor:
+    """(cout, cin_g, 3, 3) -> (3, 3, cout_g, cin): the forward conv's input gradient is a 3×3
+    conv of dL/dout with the taps flipped and, within each group, the channel roles swapped, so
+    the same kernel computes it with cin_g ↔ cout_g:
+
+        dL/din[c, h, w] = Σ_{n ∈ group(c), ky, kx} dL/dout[n, h + 1 − ky, w + 1 − kx] · W[n, c mod cin_g, ky, kx]
+    """
+    cout, cin_g = w.shape[:2]
+    wg = w.flip(2, 3).reshape(groups, cout // groups, cin_g, 3, 3)
+    return wg.permute(3, 4, 1, 0, 2).reshape(3, 3, cout // groups, groups * cin_g).contiguous()
+
+
+def conv3x3_dgrad(go: Tensor, w: Tensor, groups: int, out: Tensor, accumulate: bool) -> Tensor:
+    """out (+)= the input gradient of a 3×3 conv (padding 1, groups) with weight ``w``
+    (cout, cin_g, 3, 3) given go = dL/dconv (B, cout, H, W); out (B, cin, H, W), a view with
+    contiguous H×W planes (a prefix of the gradient buffer: ``accumulate`` adds in place, so no
+    input-gradient tensor and no separate add)."""
+    if out.shape[1] != w.shape[1] * groups or go.shape[1] != w.shape[0]:
+        raise ValueError(f"out, go: expected {w.shape[1] * groups} and {w.shape[0]} channels for "
+                         f"weight {tuple(w.shape)} with groups={groups}, got {out.shape[1]} and "
+                         f"{go.shape[1]}")
+    packed = pack_dgrad_weight(w, groups)
+    return conv3x3(go, go.shape[1], packed, packed, out, groups, EPI_ACC if accumulate else EPI_STORE)
+
+
+def _dgrad(go: Tensor, w: Tensor, groups: int, out: Tensor, accumulate: bool) -> None:
+    conv3x3_dgrad(go.contiguous(), w, groups, out, accumulate)
+
+
+class dgrad_mode:
+    """``with dgrad_mode("triton"): ...`` — the input-gradient implementation of the triton
+    backend's backward inside the block ("aten": cuDNN / oneDNN ``convolution_backward`` then an
+    add into the gradient buffer; "triton": :func:`conv3x3_dgrad` accumulating in place)."""
+
+    def __init__(self, mode: str):
+        if mode not in DGRAD_MODES:
+            raise ValueError(f"mode: expected one of {DGRAD_MODES}, got {mode!r}")
+        self.mode = mode
+
+    def __enter__(self):
+        global DGRAD
+        self.prev, DGRAD = DGRAD, self.mode
+        return self
+
+    def __exit__(self, *exc):
+        global DGRAD
+        DGRAD = self.prev
+        return False
+
+
+def _dgrad_impl():
+    if DGRAD not in DGRAD_MODES:
+        raise ValueError(f"CSAKD_CLRA_DGRAD: expected one of {DGRAD_MODES}, got {DGRAD!r}")
+    return _dgrad if DGRAD == "triton" else None
+
+
 def triton_forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], groups: int,
                    keep: bool, final: bool = True) -> Tuple[Optional[Tensor], Tensor]:
     """:func:`clra_torch.torch_forward` with every conv a fused Triton launch."""
@@ -288,9 +364,10 @@ def clra_triton_op(x: Tensor, weights: List[Tensor], biases: List[Tensor], group
 def clra_triton_backward_op(gy: Tensor, x: Tensor, bufs: Tensor, weights: List[Tensor],
                             biases: List[Tensor], groups: int,
                             need_gx: bool) -> Tuple[Tensor, List[Tensor], List[Tensor]]:
-    """The torch backward; a recompute rebuilds the buffers with the Triton forward."""
+    """The torch backward, its input gradients by aten or (``DGRAD == "triton"``) by
+    :func:`conv3x3_dgrad`; a recompute rebuilds the buffers with the Triton forward."""
     return _backward_outputs(gy, *clra_backward(gy, x, bufs, weights, biases, groups, need_gx,
-                                                triton_forward))
+                                                triton_forward, dgrad=_dgrad_impl()))
 
 
 clra_triton_op.register_fake(_fake_forward)
