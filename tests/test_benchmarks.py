@@ -294,8 +294,8 @@ def test_bench_clra_records_every_variant_and_the_dgrad_scope_reaches_backward(m
     from benchmarks import bench_clra
 
     used = []
-    real = clra_triton._dgrad
-    monkeypatch.setattr(clra_triton, "_dgrad", lambda *a: used.append(1) or real(*a))
+    real = clra_triton.conv3x3_dgrad
+    monkeypatch.setattr(clra_triton, "conv3x3_dgrad", lambda *a: used.append(1) or real(*a))
     names = ["reference", "torch", "torch+recompute", "triton", "triton/dgrad"]
     recs = bench_clra.block_records("cpu", torch.float32, res=6, batch=1, nf=8, gc=4, repeats=1,
                                     n_inputs=1, compile_ref=False, variants=names)

@@ -290,10 +290,6 @@ def conv3x3_dgrad(go: Tensor, w: Tensor, groups: int, out: Tensor, accumulate: b
     return conv3x3(go, go.shape[1], packed, packed, out, groups, EPI_ACC if accumulate else EPI_STORE)
 
 
-def _dgrad(go: Tensor, w: Tensor, groups: int, out: Tensor, accumulate: bool) -> None:
-    conv3x3_dgrad(go.contiguous(), w, groups, out, accumulate)
-
-
 class dgrad_mode:
     """``with dgrad_mode("triton"): ...`` — the input-gradient implementation of the triton
     backend's backward inside the block ("aten": cuDNN / oneDNN ``convolution_backward`` then an
@@ -318,7 +314,7 @@ class dgrad_mode:
 def _dgrad_impl():
     if DGRAD not in DGRAD_MODES:
         raise ValueError(f"CSAKD_CLRA_DGRAD: expected one of {DGRAD_MODES}, got {DGRAD!r}")
-    return _dgrad if DGRAD == "triton" else None
+    return conv3x3_dgrad if DGRAD == "triton" else None
 
 
 def triton_forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], groups: int,
