@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+from collections.abc import Mapping
 from typing import Callable, Dict
 
 import torch
@@ -19,6 +20,7 @@ from . import _checks
 
 BACKENDS = ("reference", "torch", "triton", "cpp", "cuda")
 CHOICES = BACKENDS + ("auto",)
+OPS = ("csa", "clra")   # the fused ops, each chosen on its own (per_op)
 
 # Fastest first, by device type. The order follows the benchmark harness (benchmarks/RESULTS.md).
 AUTO_ORDER = {
@@ -111,3 +113,43 @@ def available(op: str, device: torch.device | str = "cpu") -> tuple:
     device = torch.device(device)
     return tuple(b for b in BACKENDS
                  if _availability(b, device) is None and b in _IMPLS.get(op, {}))
+
+
+def explain(op: str, device: torch.device | str = "cpu") -> Dict[str, str | None]:
+    """For every backend name (in ``BACKENDS`` order): None when it can run ``op`` on ``device``
+    now, else the reason it cannot (for ``csakd-fast info``, the benchmarks and the tests)."""
+    _checks.choice("op", op, OPS)
+    device = torch.device(device)
+    out = {}
+    for b in BACKENDS:
+        why = _availability(b, device)
+        if why is None and b not in _IMPLS.get(op, {}):
+            why = "; ".join(_failures.get(b, [])) or f"no {b!r} implementation of {op!r}"
+        out[b] = why
+    return out
+
+
+def per_op(backend, name: str = "backend") -> Dict[str, str]:
+    """``backend`` as {op: backend name} over ``OPS``: one name for every op (``"torch"``), a
+    mapping that names some ops (``{"csa": "cpp", "clra": "torch"}``) or the same as text
+    (``"csa=cpp,clra=torch"``, the CLI's form); ops left out get ``"auto"``."""
+    if isinstance(backend, str) and "=" in backend:
+        pairs = {}
+        for item in backend.split(","):
+            op, sep, value = (s.strip() for s in item.partition("="))
+            if not sep or not op or not value or op in pairs:
+                raise ValueError(f"{name}: expected a backend name or OP=NAME pairs separated by "
+                                 f"commas (e.g. 'csa=cpp,clra=torch'), got {backend!r}")
+            pairs[op] = value
+        backend = pairs
+    if isinstance(backend, str):
+        _checks.choice(name, backend, CHOICES)
+        return {op: backend for op in OPS}
+    if not isinstance(backend, Mapping):
+        raise ValueError(f"{name}: expected a name or a mapping {{op: name}}, got {backend!r}")
+    unknown = sorted(set(backend) - set(OPS))
+    if unknown:
+        raise ValueError(f"{name}: expected ops among {', '.join(OPS)}, got {unknown}")
+    for op, value in backend.items():
+        _checks.choice(f"{name}[{op!r}]", value, CHOICES)
+    return {op: backend.get(op, "auto") for op in OPS}

@@ -1,8 +1,6 @@
 """CSAKDNet: the dual two-streamed network of CLRA blocks with a fusion module (design.md §2)."""
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,23 +11,11 @@ from .config import CSAKDConfig
 from .fusion import SumFusion, make_fusion
 
 STREAMS = ("hm", "mh", "h", "m")
-OPS = ("clra", "csa")   # the fused ops a model runs, each with its own backend
 
 
 def op_backends(backend) -> dict:
-    """``backend`` as {op: backend}: a name applies to every op; a mapping names some ops
-    (``{"clra": "torch", "csa": "reference"}``), the others get ``"auto"``."""
-    if isinstance(backend, str):
-        _checks.choice("backend", backend, backends.CHOICES)
-        return {op: backend for op in OPS}
-    if not isinstance(backend, Mapping):
-        raise ValueError(f"backend: expected a name or a mapping {{op: name}}, got {backend!r}")
-    unknown = sorted(set(backend) - set(OPS))
-    if unknown:
-        raise ValueError(f"backend: expected ops among {', '.join(OPS)}, got {unknown}")
-    for op, name in backend.items():
-        _checks.choice(f"backend[{op!r}]", name, backends.CHOICES)
-    return {op: backend.get(op, "auto") for op in OPS}
+    """``backend`` as {op: backend} (:func:`csakd_fast.backends.per_op`)."""
+    return backends.per_op(backend)
 
 
 class _Decoder(nn.Module):
@@ -70,7 +56,7 @@ class CSAKDNet(nn.Module):
     h = CLRA^n(x(conv(lr))) at LR; fused = fusion(h↑s, m, mh↑s, hm) (↑ nearest);
     hr_hsi = last(x(fuse(fused))) (+ bilinear_s(lr) with ``config.residual``).
 
-    ``backend``: a name for every fused op, or a mapping {op: name} over ``OPS`` ("clra",
+    ``backend``: a name for every fused op, or a mapping {op: name} over ``backends.OPS`` ("clra",
     "csa"; ops left out get "auto"), e.g. ``{"clra": "torch", "csa": "reference"}``.
     """
 
