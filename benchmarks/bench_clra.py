@@ -36,7 +36,7 @@ if __package__ in (None, ""):   # run as a script: import the checkout's csakd_f
 
 import csakd_fast as cf  # noqa: E402
 from csakd_fast import backends  # noqa: E402
-from csakd_fast.ops.reference import clra_reference  # noqa: E402
+from csakd_fast.ops.clra import clra, clra_reference  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -122,14 +122,14 @@ def block_variants(device: torch.device, compile_ref: bool = True,
     for name in ("torch", "triton"):
         if name in backends.available("clra", device) and not (
                 name == "triton" and device.type != "cuda" and not interpreted):
-            fn = backends.get("clra", name, device)
-            out[name] = lambda x, w, b, g, fn=fn: fn(x, w, b, g, False)
-            out[name + "+recompute"] = lambda x, w, b, g, fn=fn: fn(x, w, b, g, True)
+            out[name] = lambda x, w, b, g, n=name: clra(x, w, b, groups=g, backend=n)
+            out[name + "+recompute"] = lambda x, w, b, g, n=name: clra(x, w, b, groups=g,
+                                                                       recompute=True, backend=n)
     if "triton" in out:
         # the backward's input gradients by the Triton kernel (accumulating into the gradient
         # buffer in place) instead of aten's: the choice the GPU run settles
         # (the mode is read when backward runs: ``scope`` wraps forward and backward)
-        from csakd_fast.ops.clra_triton import dgrad_mode
+        from csakd_fast.ops.clra.impl_triton import dgrad_mode
 
         for name in ("triton", "triton+recompute"):
             fn = lambda x, w, b, g, fn=out[name]: fn(x, w, b, g)  # noqa: E731

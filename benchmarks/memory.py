@@ -1,9 +1,8 @@
 """Memory of one iteration: bytes saved for backward, process peak RSS (CPU), CUDA peak (GPU).
 
-Bytes saved for backward are counted on any device with ``torch.autograd.graph.saved_tensors_hooks``
-over unique storages, keyed by ``untyped_storage().data_ptr()`` (design.md §5): a tensor saved by
-several nodes, or a view of a saved tensor, adds nothing; a saved view keeps (and counts) its whole
-storage. Tensors an autograd.Function stashes on ``ctx`` without ``save_for_backward`` are not seen.
+Bytes saved for backward are counted on any device by :class:`csakd_fast.memory.SavedBytes`
+(unique storages through ``saved_tensors_hooks``; docs/design.md, "Measuring"), the one counter
+the tests use too.
 
 Peak RSS on the CPU is the *increase* of the process's resident set during one iteration above its
 resident set at the iteration's start: before the iteration the harness runs the garbage collector,
@@ -20,73 +19,13 @@ import gc
 import resource
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Optional
 
 import torch
 
+from csakd_fast.memory import SavedBytes  # noqa: F401  (the harness's counter, re-exported)
+
 MiB = 2 ** 20
-
-
-def _storage_key(t: torch.Tensor):
-    st = t.untyped_storage()
-    return st.data_ptr(), st.nbytes()
-
-
-class SavedBytes:
-    """Counts the unique storages that autograd saves for backward inside ``with counter:``.
-
-    ``exclude``: tensors (parameters, the case's inputs) whose storages are reported apart, so
-    that ``activations`` is what the computation adds. Several ``with`` blocks accumulate into
-    the same count; use one counter per forward whose graph is alive at once.
-    """
-
-    def __init__(self, exclude: Iterable[torch.Tensor] = ()):
-        self.storages: Dict[int, int] = {}
-        self.opaque = 0  # saved tensors without a storage (e.g. tensor subclasses)
-        self.saved_tensors = 0
-        self._exclude = set()
-        for t in exclude:
-            with contextlib.suppress(Exception):
-                self._exclude.add(_storage_key(t)[0])
-        self._ctx = None
-
-    def _pack(self, t: torch.Tensor):
-        self.saved_tensors += 1
-        try:
-            ptr, nbytes = _storage_key(t)
-        except Exception:  # noqa: BLE001 - e.g. a wrapper subclass without storage
-            self.opaque += 1
-            return t
-        self.storages[ptr] = max(nbytes, self.storages.get(ptr, 0))
-        return t
-
-    @staticmethod
-    def _unpack(t):
-        return t
-
-    def __enter__(self):
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        ctx, self._ctx = self._ctx, None
-        return ctx.__exit__(*exc)
-
-    @property
-    def total(self) -> int:
-        """Bytes of every unique storage saved (parameters and inputs included)."""
-        return sum(self.storages.values())
-
-    @property
-    def activations(self) -> int:
-        """Bytes of the saved storages that are neither parameters nor the case's inputs."""
-        return sum(n for p, n in self.storages.items() if p not in self._exclude)
-
-    def summary(self) -> dict:
-        return {"saved_bytes": self.total, "saved_bytes_activations": self.activations,
-                "saved_storages": len(self.storages), "saved_tensors": self.saved_tensors,
-                "saved_opaque": self.opaque}
 
 
 # --- process resident set (CPU) ----------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+import csakd_fast.ops  # noqa: F401  (registers the ops' implementations)
 from csakd_fast import backends as cf_backends
 from csakd_fast._io import atomic_write_text
 
@@ -146,7 +147,8 @@ class Harness:
         self.meta = {"producer": PRODUCER, "loadavg_start": _loadavg(), "schema": SCHEMA, "suite": suite.name,
                      "width": suite.width, "command": command, **self.env,
                      "available_backends": self.available,
-                     "backend_import_failures": {b: f for b, f in cf_backends._failures.items() if f},
+                     "unavailable_backends": {op: {b: why for b, why in cf_backends.explain(op, device).items()
+                                                   if why} for op in cf_backends.OPS},
                      "timing": {"warmup": suite.warmup, "reps": list(suite.reps),
                                 "budget_s": suite.budget_s, "input_sets": suite.input_sets,
                                 "clock": "cuda events" if device.type == "cuda" else "time.perf_counter",

@@ -91,3 +91,36 @@ def like_parameters(name: str, x: torch.Tensor, module: torch.nn.Module) -> None
         raise ValueError(f"{name}: expected device {p.device} (the module's parameters), got {x.device}")
     if x.dtype != p.dtype:
         raise ValueError(f"{name}: expected dtype {p.dtype} (the module's parameters), got {x.dtype}")
+
+
+def buffer(name: str, t, shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A tensor handed to native code by pointer: on ``device``, of ``dtype`` and ``shape``,
+    contiguous (anything else would be read or written out of bounds)."""
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.device != device:
+        raise ValueError(f"{name}: expected device {device}, got {t.device}")
+    if t.dtype != dtype:
+        raise ValueError(f"{name}: expected dtype {dtype}, got {t.dtype}")
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
+    if not t.is_contiguous():
+        raise ValueError(f"{name}: expected a contiguous tensor, got strides {t.stride()}")
+    return t
+
+
+def divisible(name: str, x: torch.Tensor, factor: int) -> None:
+    """The height and width of ``x`` (…, H, W) must be multiples of ``factor`` ≥ 1."""
+    H, W = x.shape[-2:]
+    if factor < 1 or H % factor or W % factor:
+        raise ValueError(f"{name}: expected a height and width divisible by the factor {factor}, "
+                         f"got shape {_shape(x)}")
+
+
+def planes(name: str, t: torch.Tensor) -> torch.Tensor:
+    """``t`` (…, H, W) must have contiguous H×W planes (strides (…, W, 1)); its other strides
+    are free (a channel slice of a larger buffer)."""
+    if t.stride(-1) != 1 or t.stride(-2) != t.shape[-1]:
+        raise ValueError(f"{name}: expected contiguous H×W planes (strides (…, {t.shape[-1]}, 1)), "
+                         f"got strides {tuple(t.stride())}")
+    return t

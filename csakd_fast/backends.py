@@ -1,18 +1,24 @@
-"""Backend dispatch: one table per fused op, one resolver for every layer.
+"""Backend registry: which implementation runs each fused op (docs/design.md, "Backends").
 
-A backend is a name (``BACKENDS``); an op (``"csa"``, ``"clra"``) has an implementation per
-backend, registered with :func:`register`. ``"auto"`` picks, for the device of the tensors, the
-first backend of ``AUTO_ORDER`` that is available and implements the op; the environment variable
-``CSAKD_BACKEND`` replaces ``"auto"`` by a fixed name. Adding a backend is a new file that calls
-:func:`register` and, where it needs hardware or a build, an entry in ``_availability``.
+An op (``"csa"``, ``"clra"``) has at most one implementation per backend name (``BACKENDS``).
+Each op package registers its implementations explicitly when it is imported
+(``csakd_fast/ops/<op>/__init__.py``): an :class:`Impl` declares what it supports — device
+types, input dtypes, a readiness check (a compiled extension, a GPU) and shape limits — and an
+implementation that cannot be loaded (Triton not installed) is recorded with :func:`unavailable`
+and its reason. This module imports nothing from the ops.
+
+:func:`resolve` is the one place that chooses. An explicit name runs that implementation or is a
+``ValueError`` that says why it cannot (never a silent reroute to another backend); ``"auto"``
+takes, for the call's device, the first backend of ``AUTO_ORDER`` that can run the call (dtype
+and shape included); the environment variable ``CSAKD_BACKEND`` (a name, or per-op pairs
+``csa=cpp,clra=torch``) replaces ``"auto"``. Models choose per op (:func:`per_op`).
 """
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 from collections.abc import Mapping
-from typing import Callable, Dict
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -27,106 +33,158 @@ AUTO_ORDER = {
     "cuda": ("triton", "cuda", "torch", "reference"),
     "cpu": ("cpp", "torch", "reference"),
 }
-
-_IMPLS: Dict[str, Dict[str, Callable]] = {}
-# Provider modules live in csakd_fast/ops and are named ``<backend>.py`` or ``<op>_<backend>.py``;
-# they are imported on first use, each on its own, so that a missing Triton or native build only
-# removes the ops that module provides and never breaks ``import csakd_fast``.
-_failures: Dict[str, list] = {}
+DEFAULT_ORDER = ("torch", "reference")   # other device types (meta, ...)
 
 
-def register(op: str, backend: str):
-    """Decorator: ``fn`` implements ``op`` for ``backend``."""
-    _checks.choice("backend", backend, BACKENDS)
-
-    def deco(fn):
-        _IMPLS.setdefault(op, {})[backend] = fn
-        return fn
-
-    return deco
-
-
-def _provider_modules(backend: str) -> list:
-    from . import ops
-
-    return sorted(f"{ops.__name__}.{m.name}" for m in pkgutil.iter_modules(ops.__path__)
-                  if m.name == backend or m.name.endswith("_" + backend))
-
-
-def _load(backend: str) -> None:
-    if backend in _failures:
-        return
-    _failures[backend] = []
-    for mod in _provider_modules(backend):
-        try:
-            importlib.import_module(mod)
-        except Exception as e:  # ImportError, or a broken optional build
-            _failures[backend].append(f"{mod} failed to import ({type(e).__name__}: {e})")
-
-
-def _availability(backend: str, device: torch.device) -> str | None:
-    """None when ``backend`` can run on ``device``, else the reason it cannot."""
-    _load(backend)
-    if backend == "triton":
-        interp = os.environ.get("TRITON_INTERPRET", "0") == "1"
-        if device.type != "cuda" and not interp:
-            return f"Triton needs a CUDA device (or TRITON_INTERPRET=1 on the CPU), got {device}"
-    if backend == "cuda" and device.type != "cuda":
-        return f"the CUDA extension needs a CUDA device, got {device}"
-    if backend == "cuda" and not torch.cuda.is_available():
-        return "the CUDA extension needs a CUDA GPU, and none is available"
-    if backend == "cpp" and device.type != "cpu":
-        return f"the C++ extension runs on the CPU, got {device}"
+def _ready(device: torch.device) -> Optional[str]:
     return None
 
 
-# torch.compile evaluates the choice once, at trace time, instead of tracing the provider imports
-# (pkgutil's file-system walk cannot be traced: fullgraph=True would fail on a first call)
-@torch.compiler.assume_constant_result
-def resolve(op: str, backend: str, device: torch.device) -> str:
-    """The concrete backend that will run ``op`` on ``device`` for the requested ``backend``."""
-    _checks.choice("backend", backend, CHOICES)
-    if backend == "auto":
-        env = os.environ.get("CSAKD_BACKEND")
-        if env:
-            _checks.choice("CSAKD_BACKEND", env, BACKENDS)
-            backend = env
-    if backend != "auto":
-        why = _availability(backend, device)
-        if why is None and backend not in _IMPLS.get(op, {}):
-            why = "; ".join(_failures.get(backend, [])) or f"no {backend!r} implementation of {op!r}"
+def _no_limits(channels: Optional[int]) -> Optional[str]:
+    return None
+
+
+def _dtype_names(dtypes) -> str:
+    return ", ".join(str(d).replace("torch.", "") for d in dtypes)
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One backend's implementation of one op and what it supports.
+
+    ``call``: what the op's front door runs (the op's package fixes its signature).
+    ``forward``/``backward``: what the op's custom op runs for this backend (None for an eager
+    implementation, such as the reference, which never goes through the custom op).
+    ``devices``: the device types it runs on (None: any). ``dtypes``: the input dtypes it takes.
+    ``ready(device)``: None, or why it cannot run on ``device`` now (a missing build, a GPU too
+    old). ``limits(channels)``: None, or why a call of that width is beyond it."""
+
+    op: str
+    backend: str
+    call: Callable
+    dtypes: Tuple[torch.dtype, ...]
+    devices: Optional[Tuple[str, ...]] = None
+    forward: Optional[Callable] = None
+    backward: Optional[Callable] = None
+    ready: Callable[[torch.device], Optional[str]] = _ready
+    limits: Callable[[Optional[int]], Optional[str]] = _no_limits
+
+    def why_not(self, device: torch.device, dtype: Optional[torch.dtype] = None,
+                channels: Optional[int] = None) -> Optional[str]:
+        """None when this implementation can run a call on ``device`` with ``dtype`` and
+        ``channels`` (None: not asked), else the reason."""
+        device = torch.device(device)
+        if self.devices is not None and device.type not in self.devices:
+            return (f"the {self.backend} backend of {self.op} runs on {', '.join(self.devices)} "
+                    f"tensors, got {device}")
+        why = self.ready(device)
         if why:
-            raise ValueError(f"backend: {backend!r} cannot run {op!r} on {device}: {why}")
-        return backend
-    for name in AUTO_ORDER.get(device.type, ("torch", "reference")):
-        if _availability(name, device) is None and name in _IMPLS.get(op, {}):
-            return name
-    raise ValueError(f"backend: no implementation of {op!r} can run on {device}")
+            return why
+        if dtype is not None and dtype not in self.dtypes:
+            return (f"the {self.backend} backend of {self.op} takes {_dtype_names(self.dtypes)}, "
+                    f"got {dtype}")
+        return self.limits(channels)
 
 
-def get(op: str, backend: str, device: torch.device) -> Callable:
-    return _IMPLS[op][resolve(op, backend, device)]
+_IMPLS: Dict[str, Dict[str, Impl]] = {}
+_UNAVAILABLE: Dict[str, Dict[str, str]] = {}   # op -> backend -> why it could not be loaded
 
 
-def available(op: str, device: torch.device | str = "cpu") -> tuple:
-    """Backends that can run ``op`` on ``device`` now (for benchmarks and tests)."""
-    device = torch.device(device)
-    return tuple(b for b in BACKENDS
-                 if _availability(b, device) is None and b in _IMPLS.get(op, {}))
+def register(impl: Impl) -> Impl:
+    """Make ``impl`` the implementation of ``impl.op`` for ``impl.backend``."""
+    _checks.choice("op", impl.op, OPS)
+    _checks.choice("backend", impl.backend, BACKENDS)
+    _IMPLS.setdefault(impl.op, {})[impl.backend] = impl
+    _UNAVAILABLE.get(impl.op, {}).pop(impl.backend, None)
+    return impl
 
 
-def explain(op: str, device: torch.device | str = "cpu") -> Dict[str, str | None]:
-    """For every backend name (in ``BACKENDS`` order): None when it can run ``op`` on ``device``
-    now, else the reason it cannot (for ``csakd-fast info``, the benchmarks and the tests)."""
+def unavailable(op: str, backend: str, why: str) -> None:
+    """Record that ``op`` has no ``backend`` implementation here, and why (an import failure)."""
     _checks.choice("op", op, OPS)
+    _checks.choice("backend", backend, BACKENDS)
+    _UNAVAILABLE.setdefault(op, {})[backend] = why
+
+
+def _impls(op: str) -> Dict[str, Impl]:
+    _checks.choice("op", op, OPS)
+    if op not in _IMPLS:
+        raise ValueError(f"op: no implementation of {op!r} is registered; import csakd_fast.ops "
+                         f"(or the layers, csakd_fast.nn) first")
+    return _IMPLS[op]
+
+
+def _missing(op: str, backend: str) -> str:
+    why = _UNAVAILABLE.get(op, {}).get(backend)
+    return why or f"no {backend!r} implementation of {op!r}"
+
+
+def get(op: str, backend: str) -> Impl:
+    """The registered implementation of ``op`` for the concrete ``backend``."""
+    impls = _impls(op)
+    if backend not in impls:
+        raise ValueError(f"backend: {_missing(op, backend)}")
+    return impls[backend]
+
+
+def check(op: str, backend: str, name: str = "backend") -> str:
+    """``backend`` must be ``"auto"`` or a backend with a registered implementation of ``op``
+    (whether it can run on a given device is :func:`resolve`'s question, at call time)."""
+    _checks.choice(name, backend, CHOICES)
+    if backend != "auto" and backend not in _impls(op):
+        has = [b for b in BACKENDS if b in _IMPLS.get(op, {})]
+        example = ",".join(f"{o}={backend if o != op else 'auto'}" for o in OPS)
+        raise ValueError(f"{name}: {backend!r} cannot run {op!r}: {_missing(op, backend)} ({op} "
+                         f"has {', '.join(has)}); choose per op, e.g. {example!r}")
+    return backend
+
+
+def _env_choice(op: str) -> Optional[str]:
+    env = os.environ.get("CSAKD_BACKEND")
+    return per_op(env, "CSAKD_BACKEND")[op] if env else None
+
+
+# torch.compile evaluates the choice once, at trace time (it reads the environment and asks the
+# hardware): the result is a constant of the graph
+@torch.compiler.assume_constant_result
+def resolve(op: str, backend: str, device: torch.device, dtype: Optional[torch.dtype] = None,
+            channels: Optional[int] = None, arg: str = "input") -> str:
+    """The concrete backend that runs ``op`` for a call on ``device`` (``dtype``, ``channels``
+    of the input named ``arg``) when ``backend`` is asked for."""
+    _checks.choice("backend", backend, CHOICES)
+    impls = _impls(op)
     device = torch.device(device)
-    out = {}
-    for b in BACKENDS:
-        why = _availability(b, device)
-        if why is None and b not in _IMPLS.get(op, {}):
-            why = "; ".join(_failures.get(b, [])) or f"no {b!r} implementation of {op!r}"
-        out[b] = why
-    return out
+    if backend == "auto":
+        backend = _env_choice(op) or "auto"
+    if backend != "auto":
+        impl = impls.get(backend)
+        why = _missing(op, backend) if impl is None else impl.why_not(device, dtype, channels)
+        if why:
+            raise ValueError(f"backend: {backend!r} cannot run {op!r} on {device}: {why} ({arg})")
+        return backend
+    for name in AUTO_ORDER.get(device.type, DEFAULT_ORDER):
+        impl = impls.get(name)
+        if impl is not None and impl.why_not(device, dtype, channels) is None:
+            return name
+    raise ValueError(f"backend: no implementation of {op!r} can run on {device}"
+                     + (f" with {arg} of {dtype}" if dtype is not None else ""))
+
+
+def explain(op: str, device: torch.device | str = "cpu",
+            dtype: Optional[torch.dtype] = None) -> Dict[str, Optional[str]]:
+    """For every backend name (in ``BACKENDS`` order): None when it can run ``op`` on ``device``
+    now (with ``dtype`` when given), else the reason it cannot (for ``csakd-fast info``, the
+    benchmarks and the tests)."""
+    impls = _impls(op)
+    device = torch.device(device)
+    return {b: (impls[b].why_not(device, dtype) if b in impls else _missing(op, b))
+            for b in BACKENDS}
+
+
+def available(op: str, device: torch.device | str = "cpu",
+              dtype: Optional[torch.dtype] = None) -> tuple:
+    """Backends that can run ``op`` on ``device`` now (:func:`explain` without the reasons)."""
+    return tuple(b for b, why in explain(op, device, dtype).items() if why is None)
 
 
 def per_op(backend, name: str = "backend") -> Dict[str, str]:

@@ -139,9 +139,9 @@ def _info(args) -> None:
         for dev in devices:
             avail = backends.available(op, dev)
             print(f"  {op} on {dev}: {', '.join(avail)} (auto: {backends.resolve(op, 'auto', torch.device(dev))})")
-    for b, why in sorted(backends._failures.items()):
-        for w in why:
-            print(f"  {b}: {w}")
+        for b, why in backends.explain(op, "cpu").items():
+            if why:
+                print(f"  {op}/{b}: {why}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,8 @@ import torch
 
 from benchmarks import cases, floors, maxres, memory, report, results, run, timing
 from csakd_fast import backends
-from csakd_fast.ops import reference
+from csakd_fast.ops.clra import clra_reference
+from csakd_fast.ops.csa import csa_reference
 
 
 # --- saved-for-backward bytes --------------------------------------------------------------------
@@ -102,18 +103,12 @@ def test_floors_match_design():
 def second_backends(monkeypatch):
     """A correct 'cpp' CSA and a deliberately wrong 'cpp' CLRA, so that the run has a second backend
     to compare (restored afterwards)."""
-    def csa(*a):
-        return reference.csa_reference(*a)
-
     def clra(x, w, b, groups, recompute):
-        return reference.clra_reference(x, w, b, groups, recompute) * 1.01
+        return clra_reference(x, w, b, groups, recompute) * 1.01
 
-    # load the real backends first: a lazy import after the patch would overwrite it (the test
-    # passed only when an earlier test had loaded them)
-    backends.available("csa", "cpu")
-    backends.available("clra", "cpu")
-    monkeypatch.setitem(backends._IMPLS.setdefault("csa", {}), "cpp", csa)
-    monkeypatch.setitem(backends._IMPLS.setdefault("clra", {}), "cpp", clra)
+    f32 = (torch.float32,)
+    monkeypatch.setitem(backends._IMPLS["csa"], "cpp", backends.Impl("csa", "cpp", csa_reference, f32))
+    monkeypatch.setitem(backends._IMPLS["clra"], "cpp", backends.Impl("clra", "cpp", clra, f32))
 
 
 def test_harness_end_to_end(tmp_path, second_backends):
@@ -290,7 +285,7 @@ def test_bench_clra_records_every_variant_and_the_dgrad_scope_reaches_backward(m
     """bench_clra.py's block records (a tiny block; Triton under the interpreter): every variant
     asked for is timed, ratios are filled in, and the "triton/dgrad" variant's backward runs the
     Triton input-gradient kernel (the mode is read when backward runs)."""
-    clra_triton = pytest.importorskip("csakd_fast.ops.clra_triton")
+    clra_triton = pytest.importorskip("csakd_fast.ops.clra.impl_triton")
     from benchmarks import bench_clra
 
     used = []

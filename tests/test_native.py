@@ -39,7 +39,7 @@ def test_extension_is_built_where_required():
     if not REQUIRED:
         pytest.skip("CSAKD_REQUIRE_NATIVE is not set")
     assert LIB is not None, _native.why
-    assert "cpp" in backends.available("csa", "cpu"), backends._failures.get("cpp")
+    assert "cpp" in backends.available("csa", "cpu"), backends.explain("csa", "cpu")["cpp"]
 
 
 # --- many tiles, items, threads ------------------------------------------------------------------
@@ -140,9 +140,9 @@ def test_the_cpp_passes_do_not_depend_on_the_thread_count():
     """Each pass alone (pass 1 with every statistic, the forward, both backward passes) gives the
     same bits on 1, 2 and 3 threads: the partial sums belong to fixed tile ranges, not threads.
     (The small torch algebra between the passes may round differently with another thread count.)"""
-    from csakd_fast.ops import csa_cpp
+    from csakd_fast.ops.csa import impl_cpp
 
-    N = csa_cpp.NATIVE
+    N = impl_cpp.NATIVE
     B, C, H, W, S = 2, 21, 24, 280, 4
     g = torch.Generator().manual_seed(5)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
@@ -191,9 +191,9 @@ def test_one_openmp_runtime_in_the_process():
 @needs_cpp
 def test_every_pointer_argument_is_checked_before_the_call():
     """Wrong shape, dtype, device or layout of any buffer: ValueError naming it, nothing called."""
-    from csakd_fast.ops import csa_cpp
+    from csakd_fast.ops.csa import impl_cpp
 
-    N = csa_cpp.NATIVE
+    N = impl_cpp.NATIVE
     B, C, H, W, S = 2, 5, 8, 12, 4
     x1, x2 = torch.randn(B, C, H // S, W // S), torch.randn(B, C, H, W)
     G, s1, s2 = torch.empty(B, C, C), torch.empty(B, C), torch.empty(B, C)
@@ -226,12 +226,17 @@ def test_every_pointer_argument_is_checked_before_the_call():
 
 @needs_cpp
 def test_the_op_refuses_tensors_of_another_device_or_dtype():
-    from csakd_fast.ops import csa_cpp
+    """The cpp implementation declares cpu and float32/float64; the op checks that declaration
+    before a pointer reaches C++ (meta tensors never reach it: the op's fake kernel runs)."""
+    from csakd_fast.ops.csa import op
 
-    with pytest.raises(ValueError, match="x2: the cpp backend expects float32, float64, got torch.float16"):
-        csa_cpp.NATIVE.check_inputs(torch.empty(1, 2, 2, 2, dtype=torch.float16))
-    with pytest.raises(ValueError, match="x2: the cpp backend runs on cpu tensors, got device meta"):
-        csa_cpp.NATIVE.check_inputs(torch.empty(1, 2, 2, 2, device="meta"))
+    impl = backends.get("csa", "cpp")
+    assert impl.why_not(torch.device("meta"), torch.float32) == \
+        "the cpp backend of csa runs on cpu tensors, got meta"
+    x = torch.empty(1, 2, 2, 2, dtype=torch.float16)
+    w = [torch.zeros(2, 2, dtype=torch.float16), torch.zeros(2, dtype=torch.float16)] * 4
+    with pytest.raises(ValueError, match="x2: the cpp backend of csa takes float32, float64, got torch.float16"):
+        op.csa_fwd(x, x, x, x, *w, None, None, None, 1, "paper", 1, 1, "cpp")
 
 
 # --- the fallback ---------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""CSAKDNet: the dual two-streamed network of CLRA blocks with a fusion module (design.md §2)."""
+"""CSAKDNet: the dual two-streamed network of CLRA blocks with a fusion module (docs/design.md,
+"The network")."""
 from __future__ import annotations
 
 import torch
@@ -11,11 +12,6 @@ from .config import CSAKDConfig
 from .fusion import SumFusion, make_fusion
 
 STREAMS = ("hm", "mh", "h", "m")
-
-
-def op_backends(backend) -> dict:
-    """``backend`` as {op: backend} (:func:`csakd_fast.backends.per_op`)."""
-    return backends.per_op(backend)
 
 
 class _Decoder(nn.Module):
@@ -56,15 +52,16 @@ class CSAKDNet(nn.Module):
     h = CLRA^n(x(conv(lr))) at LR; fused = fusion(h↑s, m, mh↑s, hm) (↑ nearest);
     hr_hsi = last(x(fuse(fused))) (+ bilinear_s(lr) with ``config.residual``).
 
-    ``backend``: a name for every fused op, or a mapping {op: name} over ``backends.OPS`` ("clra",
-    "csa"; ops left out get "auto"), e.g. ``{"clra": "torch", "csa": "reference"}``.
+    ``backend``: a name for every fused op, or per op a mapping over ``backends.OPS`` ("csa",
+    "clra"; ops left out get "auto"), e.g. ``{"csa": "cpp", "clra": "torch"}``, or the same as
+    text, ``"csa=cpp,clra=torch"`` (:func:`csakd_fast.backends.per_op`).
     """
 
     def __init__(self, config: CSAKDConfig, backend="auto"):
         super().__init__()
         if not isinstance(config, CSAKDConfig):
             raise ValueError(f"config: expected a CSAKDConfig, got {type(config).__name__}")
-        per_op = op_backends(backend)
+        per_op = backends.per_op(backend)
         self.config, self.backend = config, (backend if isinstance(backend, str) else per_op)
         self.decoder = _Decoder(config, per_op)
         # the model checks its own inputs once; its layers see only what it computed from them

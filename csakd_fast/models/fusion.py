@@ -1,4 +1,5 @@
-"""The five fusion modules of the public code (``adaptive_fuse`` 0–4, design.md §2).
+"""The five fusion modules of the public code (``adaptive_fuse`` 0–4; docs/design.md, "The
+network").
 
 Each takes x1 = h, x2 = m, x3 = mh, x4 = hm, where x1 and x3 may be ``up`` times lower in
 resolution (they are nearest-upsampled streams); the attention fusions hand that to the fused op,
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from ..nn import CrossSelfAttention
-from ..ops.reference import upsample_nearest
+from ..ops.pixels import upsample_nearest
 
 
 class SumFusion(nn.Module):

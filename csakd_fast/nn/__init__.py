@@ -1,5 +1,5 @@
 """Drop-in layers built on the fused ops (api.md)."""
-from .attention import CrossSelfAttention
+from .csa import CrossSelfAttention
 from .clra import CLRABlock, DenseBlock
 
 __all__ = ["CrossSelfAttention", "CLRABlock", "DenseBlock"]

@@ -5,11 +5,11 @@ import torch
 from torch import nn
 
 from .. import _checks, backends
-from ..ops import clra
+from ..ops.clra import clra
 
 
 def init_dense_conv(conv: nn.Conv2d, scale: float = 0.1) -> None:
-    """Kaiming-normal (fan_in, a=0) scaled by ``scale``, bias 0 (design.md §2; ESRGAN's init)."""
+    """Kaiming-normal (fan_in, a=0) scaled by ``scale``, bias 0 (ESRGAN's init, as the public code)."""
     nn.init.kaiming_normal_(conv.weight, a=0, mode="fan_in")
     with torch.no_grad():
         conv.weight.mul_(scale)
@@ -37,7 +37,8 @@ class DenseBlock(nn.Module):
 class CLRABlock(nn.Module):
     """Three dense blocks and an outer residual: y = 0.2 · D3(D2(D1(x))) + x, (B, nf, H, W) -> same.
 
-    ``recompute`` asks a fused backend to keep only x for backward and rebuild the rest."""
+    ``recompute`` asks a fused backend to keep only x for backward and rebuild the rest. The
+    block runs as one op (:mod:`csakd_fast.ops.clra`; docs/design.md, "The fused CLRA")."""
 
     def __init__(self, nf: int, gc: int, groups: int = 1, backend: str = "auto",
                  recompute: bool = False):
@@ -47,7 +48,7 @@ class CLRABlock(nn.Module):
         _checks.positive_int("groups", groups)
         if nf % groups or gc % groups:
             raise ValueError(f"groups: expected a divisor of nf={nf} and gc={gc}, got {groups}")
-        _checks.choice("backend", backend, backends.CHOICES)
+        backends.check("clra", backend)
         self.nf, self.gc, self.groups = nf, gc, groups
         self.backend, self.recompute = backend, bool(recompute)
         self.check_finite = True   # CSAKDNet turns it off for its blocks (see CrossSelfAttention)

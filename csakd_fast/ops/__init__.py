@@ -1,9 +1,13 @@
-"""The fused computations of CSAKD, one op each, dispatched over backends (design.md §6).
+"""The fused computations of CSAKD, one package per op (docs/design.md, "Ops"):
 
-``cross_self_attention`` is the fusion module (design.md §3); ``clra`` one CLRA block (§4).
-Each backend implements the same signature; ``reference`` is the eager formulation of the
-public code and the baseline every other backend is tested against.
+- :mod:`csakd_fast.ops.csa`: the cross self-attention fusion module, :func:`cross_self_attention`;
+- :mod:`csakd_fast.ops.clra`: one CLRA block, :func:`clra`;
+- :mod:`csakd_fast.ops.pixels`: the pixel-grid helpers they share.
+
+Each op package holds its eager reference, its custom op (schema + autograd rule) and one module
+per backend, and registers its implementations with :mod:`csakd_fast.backends` when imported.
 """
-from .dispatch import clra, cross_self_attention
+from .clra import clra
+from .csa import cross_self_attention
 
 __all__ = ["cross_self_attention", "clra"]

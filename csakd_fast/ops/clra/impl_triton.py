@@ -1,6 +1,6 @@
 """CLRA block, ``backend="triton"``: implicit-GEMM 3×3 convolutions with fused epilogues.
 
-Same block and growth buffers as :mod:`csakd_fast.ops.clra_torch` (read its docstring for the
+Same block and growth buffers as :mod:`impl_torch` (:mod:`csakd_fast.ops.clra.op` has the
 formula). Every forward conv is one launch of :func:`_conv3x3_kernel`, an implicit GEMM
 
     out[p, n] = epilogue( Σ_{tap, c} in[b(p), c, h(p) + dy(tap), w(p) + dx(tap)] · W[n, c, tap] + bias[n] )
@@ -34,10 +34,10 @@ taps' ±1 column shifts make 2 of 3 loads misaligned for 16-bit types, which nei
 ``SPLIT_DX`` the dx = 0 loads are pipelined cp.async copies and the others plain loads. In NHWC
 every tap moves whole pixels (aligned, TMA-able) — worth measuring with a Triton backward on
 NHWC buffers, not with aten's. Weights are repacked per call to (3, 3, cin_g, C_out) so the
-[BLOCK_K × BLOCK_N] weight tile is contiguous along N. :func:`compile_report` compiles every
-autotuning candidate for sm_90 without a GPU: wgmma, ≤ 146 registers, no spills.
+[BLOCK_K × BLOCK_N] weight tile is contiguous along N. ``tools/triton_report.py`` (``make
+reports``) compiles every autotuning candidate for sm_90 without a GPU: kernels/TRITON_REPORT.md.
 
-**Backward** walks the torch path (:func:`clra_torch.clra_backward`: LeakyReLU' from the stored
+**Backward** walks the torch path (:func:`impl_torch.clra_backward`: LeakyReLU' from the stored
 sign, one gradient buffer G per dense block, weight and bias gradients by aten
 ``convolution_backward``); with ``recompute`` the buffers are rebuilt with these Triton forward
 kernels. The convs' input gradients ("dgrad") have two implementations, chosen by ``DGRAD``
@@ -53,8 +53,8 @@ when backward runs):
   channels: 2 × 225 MB, ≈ 0.13 ms at 3.35 TB/s) against a dgrad of 2·B·H·W·9·cin·gc ≈ 87 GFLOP
   (≈ 0.1–0.15 ms on an H100's tensor cores): the same order as the dgrad itself.
 
-The default stays ``"aten"`` until a GPU run of ``benchmarks/gpu_check_clra.sh`` (variants
-``triton`` and ``triton/dgrad``) shows which is faster; none was available when this was written.
+The default is ``"aten"``; the benchmark harness times both (its ``clra_dgrad`` case on a GPU:
+``benchmarks/gpu_check_clra.sh``), and benchmarks/RESULTS.md has what was measured.
 
 Precision: fp32 inputs use ``input_precision="tf32"`` when ``torch.backends.cudnn.allow_tf32``
 (what the reference's cuDNN conv does then) and "ieee" otherwise; bf16/fp16 operands go to the
@@ -71,10 +71,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ..backends import register
-from .clra_torch import (RES, SLOPE, _backward_outputs, _fake_backward, _fake_forward, check_args,
-                         clra_backward, clra_torch, dims, needs_grad,
-                         register_autograd)
+from ... import _checks, _platform, backends
+from .impl_torch import clra_backward
+from .op import RES, SLOPE, dims, fused_call
 
 EPI_LRELU, EPI_RES, EPI_RES2, EPI_STORE, EPI_ACC = 0, 1, 2, 3, 4
 DGRAD_MODES = ("aten", "triton")
@@ -83,9 +82,9 @@ DGRAD_MODES = ("aten", "triton")
 # switches it for a block of code (the benchmarks compare both)
 DGRAD = os.environ.get("CSAKD_CLRA_DGRAD", "aten")
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+# one kernel, not split: the K loop and the epilogues share the accumulator tile in registers
 @triton.jit
 def _conv3x3_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr, res_ptr, res2_ptr,
@@ -194,7 +193,7 @@ def _conv3x3_kernel(
 
 def _gpu_configs() -> List[triton.Config]:
     """Autotuning candidates; each compiles for sm_90 without register spills in every epilogue
-    (tests/test_clra_fused.py checks the ptxas resource usage)."""
+    (tests/test_build_tools.py checks the ptxas resource usage)."""
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=wp, num_stages=st)
             for bm, bn, bk, wp, st in [(128, 64, 32, 8, 3), (128, 64, 64, 8, 3), (64, 64, 32, 4, 4),
                                        (128, 32, 32, 4, 4), (256, 32, 32, 8, 3), (64, 32, 64, 4, 3),
@@ -203,20 +202,16 @@ def _gpu_configs() -> List[triton.Config]:
 
 _conv3x3_tuned = triton.autotune(_gpu_configs(), key=["H", "W", "cout", "cin_g", "cout_g", "EPILOGUE"])(
     _conv3x3_kernel)
-# the interpreter runs one fixed, small configuration (autotuning there only costs time)
-INTERPRET_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}
-INTERPRET_IDX64 = True   # tests switch it off to run the int32 index path under the interpreter
-INTERPRET_SPLIT_DX = False   # tests switch it on to run the 16-bit loop structure on fp32 there
-
-
-def _plane_ok(name: str, t: Tensor) -> None:
-    if t.stride(3) != 1 or t.stride(2) != t.shape[3]:
-        raise ValueError(f"{name}: expected contiguous H×W planes (strides (…, {t.shape[3]}, 1)), "
-                         f"got strides {tuple(t.stride())}")
+# What the interpreter runs: one fixed, small tile configuration (autotuning there only costs
+# time), and which of the code paths a GPU chooses by dtype and size it takes — int64 in-image
+# offsets (a GPU takes them past 2^31 elements) and the loop split by column shift (a GPU takes
+# it for 16-bit inputs, which the interpreter cannot feed to tl.dot); the tests run both ways.
+INTERPRETER = {"config": {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}, "idx64": True,
+               "split_dx": False}
 
 
 def _precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 and not INTERPRET:
+    if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 and not _platform.triton_interpreter():
         return "tf32"
     return "ieee"
 
@@ -235,17 +230,19 @@ def conv3x3(inp: Tensor, cin: int, w_packed: Tensor, bias: Tensor, out: Tensor, 
     cout = out.shape[1]
     for name, t in (("inp", inp), ("out", out), ("res", res), ("res2", res2)):
         if t is not None:
-            _plane_ok(name, t)
+            _checks.planes(name, t)
     res = out if res is None else res
     res2 = res if res2 is None else res2
     wp2 = triton.next_power_of_2(W)
+    interp = _platform.triton_interpreter()
     # int32 offsets inside an image unless one image's channels could address past 2^31 elements
     # (the interpreter runs int64 throughout by default: same values, no int32 overflow checks)
     idx64 = (max(t.stride(1) * t.shape[1] for t in (inp, out, res, res2)) >= 2 ** 31
-             or (INTERPRET and INTERPRET_IDX64))
+             or (interp and INTERPRETER["idx64"]))
+    split_dx = inp.element_size() < 4 or (interp and INTERPRETER["split_dx"])
     consts = dict(EPILOGUE=epilogue, SLOPE_C=SLOPE, RES_C=RES, GROUPED=groups > 1, IDX64=idx64,
-                  W_POW2=wp2, SPLIT_DX=inp.element_size() < 4 or INTERPRET_SPLIT_DX,
-                  INPUT_PRECISION=_precision(inp.dtype), DOT_FP32=INTERPRET)
+                  W_POW2=wp2, SPLIT_DX=split_dx, INPUT_PRECISION=_precision(inp.dtype),
+                  DOT_FP32=interp)
 
     def tiles(block_m):
         bw = min(block_m, wp2)
@@ -254,8 +251,8 @@ def conv3x3(inp: Tensor, cin: int, w_packed: Tensor, bias: Tensor, out: Tensor, 
     args = (inp, w_packed, bias, out, res, res2, H, W, cout, cin // groups, cout // groups,
             inp.stride(0), inp.stride(1), out.stride(0), out.stride(1),
             res.stride(0), res.stride(1), res2.stride(0), res2.stride(1))
-    if INTERPRET:
-        cfg = INTERPRET_CONFIG
+    if interp:
+        cfg = INTERPRETER["config"]
         grid = (B * math.prod(tiles(cfg["BLOCK_M"])), triton.cdiv(cout, cfg["BLOCK_N"]))
         _conv3x3_kernel[grid](*args, **consts, **cfg)
     else:
@@ -296,9 +293,7 @@ class dgrad_mode:
     add into the gradient buffer; "triton": :func:`conv3x3_dgrad` accumulating in place)."""
 
     def __init__(self, mode: str):
-        if mode not in DGRAD_MODES:
-            raise ValueError(f"mode: expected one of {DGRAD_MODES}, got {mode!r}")
-        self.mode = mode
+        self.mode = _checks.choice("mode", mode, DGRAD_MODES)
 
     def __enter__(self):
         global DGRAD
@@ -312,14 +307,13 @@ class dgrad_mode:
 
 
 def _dgrad_impl():
-    if DGRAD not in DGRAD_MODES:
-        raise ValueError(f"CSAKD_CLRA_DGRAD: expected one of {DGRAD_MODES}, got {DGRAD!r}")
+    _checks.choice("CSAKD_CLRA_DGRAD", DGRAD, DGRAD_MODES)
     return conv3x3_dgrad if DGRAD == "triton" else None
 
 
 def triton_forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], groups: int,
                    keep: bool, final: bool = True) -> Tuple[Optional[Tensor], Tensor]:
-    """:func:`clra_torch.torch_forward` with every conv a fused Triton launch."""
+    """:func:`impl_torch.torch_forward` with every conv a fused Triton launch."""
     B, _, H, W = x.shape
     nf, gc, C = dims(x, weights)
     x = x.contiguous()
@@ -348,91 +342,20 @@ def triton_forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor
     return y, bufs
 
 
-@torch.library.custom_op("csakd_fast::clra_triton", mutates_args=())
-def clra_triton_op(x: Tensor, weights: List[Tensor], biases: List[Tensor], groups: int,
-                   keep: bool) -> Tuple[Tensor, Tensor]:
-    """y = CLRA(x) (B, nf, H, W) and, with ``keep``, the three growth buffers (3, B, nf + 4·gc, H, W)."""
-    y, bufs = triton_forward(x, weights, biases, groups, keep)
-    return y, (bufs if keep else x.new_empty((0,)))
-
-
-@torch.library.custom_op("csakd_fast::clra_triton_backward", mutates_args=())
-def clra_triton_backward_op(gy: Tensor, x: Tensor, bufs: Tensor, weights: List[Tensor],
-                            biases: List[Tensor], groups: int,
-                            need_gx: bool) -> Tuple[Tensor, List[Tensor], List[Tensor]]:
+def backward(gy: Tensor, x: Tensor, bufs: Tensor, weights: Sequence[Tensor],
+             biases: Sequence[Tensor], groups: int, need_gx: bool):
     """The torch backward, its input gradients by aten or (``DGRAD == "triton"``) by
     :func:`conv3x3_dgrad`; a recompute rebuilds the buffers with the Triton forward."""
-    return _backward_outputs(gy, *clra_backward(gy, x, bufs, weights, biases, groups, need_gx,
-                                                triton_forward, dgrad=_dgrad_impl()))
+    return clra_backward(gy, x, bufs, weights, biases, groups, need_gx, triton_forward,
+                         dgrad=_dgrad_impl())
 
 
-clra_triton_op.register_fake(_fake_forward)
-clra_triton_backward_op.register_fake(_fake_backward)
-register_autograd(clra_triton_op, clra_triton_backward_op)
+def _ready(device: torch.device):
+    if device.type != "cuda" and not _platform.triton_interpreter():
+        return f"Triton needs a CUDA device (or TRITON_INTERPRET=1 on the CPU), got {device}"
+    return None
 
 
-@register("clra", "triton")
-def clra_triton(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], groups: int,
-                recompute: bool = False) -> Tensor:
-    """One CLRA block on Triton kernels; ``recompute`` keeps only x for backward. float64 (no
-    tensor-core dot) runs the torch backend."""
-    check_args(x, weights, biases, groups)
-    if x.dtype not in KERNEL_DTYPES:
-        return clra_torch(x, weights, biases, groups, recompute)
-    keep = (not recompute) and needs_grad(x, weights, biases)
-    y, _ = clra_triton_op(x.contiguous(), list(weights), list(biases), groups, keep)
-    return y
-
-
-# --- build check without a GPU ---------------------------------------------------------------
-def compile_report(arch: int = 90, dtypes=("bf16", "fp32"), epilogues=(EPI_LRELU, EPI_RES2),
-                   grouped=(False, True), configs=None) -> List[dict]:
-    """Compile :func:`_conv3x3_kernel` ahead of time for ``sm_<arch>`` (no GPU needed: Triton's
-    bundled ptxas) and return, per variant, ptxas' registers, stack (spills) and shared memory.
-
-    Run it in a process without ``TRITON_INTERPRET=1`` (the interpreter patches triton.language
-    in place)."""
-    import subprocess
-    import tempfile
-
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler.compiler import ASTSource
-
-    if INTERPRET:
-        raise RuntimeError("compile_report: run it without TRITON_INTERPRET=1")
-    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    ints = ["H", "W", "cout", "cin_g", "cout_g", "sx_b", "sx_c", "so_b", "so_c", "sr_b", "sr_c",
-            "sr2_b", "sr2_c"]
-    rows = []
-    for cfg in (configs or _gpu_configs()):
-        for dt in dtypes:
-            for epi in epilogues:
-                for grp in grouped:
-                    sig = {n: "*" + dt for n in ("x_ptr", "w_ptr", "b_ptr", "out_ptr", "res_ptr",
-                                                 "res2_ptr")}
-                    sig.update({n: "i32" for n in ints})
-                    consts = dict(EPILOGUE=epi, SLOPE_C=SLOPE, RES_C=RES, GROUPED=grp, IDX64=False,
-                                  W_POW2=256, SPLIT_DX=dt != "fp32", INPUT_PRECISION="tf32",
-                                  DOT_FP32=False, **cfg.kwargs)
-                    sig.update({n: "constexpr" for n in consts})
-                    # what a launch specialises on realistic shapes (W = 256, H·W planes):
-                    # 16-aligned pointers, H, W and strides multiples of 16
-                    names = list(sig)
-                    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in names
-                             if n.endswith("_ptr") or n in ("H", "W") or n.startswith("s")}
-                    k = triton.compile(ASTSource(_conv3x3_kernel, sig, consts, attrs),
-                                       target=GPUTarget("cuda", arch, 32),
-                                       options={"num_warps": cfg.num_warps,
-                                                "num_stages": cfg.num_stages})
-                    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-                        f.write(k.asm["cubin"])
-                        f.flush()
-                        usage = subprocess.run([cuobjdump, "--dump-resource-usage", f.name],
-                                               capture_output=True, text=True, check=True).stdout
-                    line = next(ln for ln in usage.splitlines() if "REG:" in ln)
-                    res = dict(kv.split(":", 1) for kv in line.split())
-                    rows.append(dict(**cfg.kwargs, warps=cfg.num_warps, stages=cfg.num_stages,
-                                     dtype=dt, epilogue=epi, grouped=grp, regs=int(res["REG"]),
-                                     stack=int(res["STACK"]), shared=k.metadata.shared,
-                                     wgmma="warp_group_dot" in k.asm["ttgir"]))
-    return rows
+IMPL = backends.Impl("clra", "triton", fused_call("triton"), forward=triton_forward,
+                     backward=backward, devices=("cuda", "cpu"), dtypes=KERNEL_DTYPES,
+                     ready=_ready)

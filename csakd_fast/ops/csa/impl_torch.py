@@ -1,6 +1,7 @@
-"""Backend "torch" of the fused CSA: the two-pass algorithm of design.md §3 in plain aten ops.
+"""Backend "torch" of the fused CSA: the two-pass algorithm (docs/design.md, "The fused CSA") in
+plain aten ops, on any device and dtype.
 
-Forward, per sample (shapes of :func:`csakd_fast.ops.reference.csa_reference`; x1, x3 at low
+Forward, per sample (shapes of :func:`csakd_fast.ops.csa.reference.csa_reference`; x1, x3 at low
 resolution, nearest factors up1, up3; X_lr ∈ R^{C×n}, n = N / up²):
 
 1. pass 1, the pixel reductions (:func:`pass1`): with an upsampled x1 the Gram is
@@ -8,7 +9,7 @@ resolution, nearest factors up1, up3; X_lr ∈ R^{C×n}, n = N / up²):
    never builds the upsampled x1. ``normalized`` centres first (the means of an upsampled map are
    the means of the LR map) and also forms G11c = up1²·X1c_lr X1c_lrᵀ and G22c = X2c X2cᵀ;
    ``legacy`` needs no pass 1 at all.
-2. the small algebra (:mod:`csa_small`): logits, softmax, M = Wo·blockdiag(A)·Wv, c.
+2. the small algebra (:mod:`csakd_fast.ops.csa.algebra`): logits, softmax, M = Wo·blockdiag(A)·Wv, c.
 3. pass 2, the pixel map: att = up(M X3_lr + c) + X4 (the C×C product at LR), the gate logits
    z = Wg1 X1 + Wg2 X2 + Wg3 X3 + Wg4 att + bg (x1, x3 terms at LR), g = σ(z) and
    out = g0 x1 + g1 x2 + g2 x3 + g3 att, the x1/x3 terms written through broadcast views.
@@ -22,56 +23,21 @@ saved besides the op's inputs: ``gram`` (B, C, C), ``proj`` (B, 2, D, C) for nor
     dx1 = pool(g0 dout) + Wg1ᵀ pool(dz) + E12 pool(X2) + up1²(E11 X1_lr + e1),
     dx2 = g1 dout + Wg2ᵀ dz + up(E12ᵀ X1_lr) + E22 X2 + e2,
 
-with (E, e) and the weight gradients from :func:`csa_small.backward`. Per-pixel temporaries live
+with (E, e) and the weight gradients from :func:`algebra.backward`. Per-pixel temporaries live
 only inside one call. Compute dtype: float64 for float64 inputs; otherwise the small matrices and
 the reductions' results are float32 and the per-pixel products run in the input dtype.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ..backends import register
-from . import csa_op, csa_small
-from .csa_small import Weights, compute_dtype, stats_shapes
-
-
-def _hr(x: torch.Tensor, s: int) -> torch.Tensor:
-    """An HR map (B, K, H, W) viewed as (B, K, H/s, s, W)."""
-    B, K, H, W = x.shape
-    return x.view(B, K, H // s, s, W)
-
-
-def _lr(x: torch.Tensor, s: int) -> torch.Tensor:
-    """An LR map (B, K, h, w) as (B, K, h, 1, s·w), to broadcast against :func:`_hr`.
-
-    Only the width is upsampled (a copy of N/s elements); the height broadcasts with stride 0
-    in a middle dimension, which keeps torch's inner loops contiguous (a stride-0 innermost
-    dimension of size s is several times slower on the CPU)."""
-    B, K, h, w = x.shape
-    xw = x if s == 1 else x.repeat_interleave(s, -1)
-    return xw.view(B, K, h, 1, w * s)
-
-
-def sum_pool(x: torch.Tensor, s: int) -> torch.Tensor:
-    """s×s sum pooling (the adjoint of nearest upsampling): (B, K, H, W) -> (B, K, H/s, W/s)."""
-    if s == 1:
-        return x
-    B, K, H, W = x.shape
-    return _hr(x.contiguous(), s).sum(3).view(B, K, H // s, W // s, s).sum(4)
-
-
-def common_factor(x1, x3, up1: int, up3: int):
-    """(x1', x3', S, f1, f3) for kernels that tile at one factor S: x1, x3 (nearest factors up1,
-    up3) are returned at factor S or 1 — as given when up1 == up3 or one of them is 1, else
-    upsampled by f_i = up_i / S to S = gcd(up1, up3) (their gradients are sum-pooled back by f_i)."""
-    if up1 == up3 or 1 in (up1, up3):
-        return x1, x3, max(up1, up3), 1, 1
-    S = math.gcd(up1, up3)
-    f1, f3 = up1 // S, up3 // S
-    up = lambda x, f: x.repeat_interleave(f, 2).repeat_interleave(f, 3)  # noqa: E731
-    return up(x1, f1), up(x3, f3), S, f1, f3
+from ... import backends
+from ..pixels import hr_view as _hr
+from ..pixels import lr_view as _lr
+from ..pixels import sum_pool
+from . import algebra
+from .algebra import compute_dtype, stats_shapes
+from .op import CSASpec, CSAStats, CSAWeights, fused_call, gradients
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -93,8 +59,8 @@ def _gram(a: torch.Tensor, b: torch.Tensor, ct) -> torch.Tensor:
     return torch.bmm(_flat(a), _flat(b).transpose(1, 2)).to(ct)
 
 
-def pass1(x1, x2, w: Weights, attention: str, up1: int):
-    """(gram, proj, vecs) of :mod:`csa_small` from x1 (at LR) and x2."""
+def pass1(x1, x2, w: CSAWeights, attention: str, up1: int) -> CSAStats:
+    """(gram, proj, vecs) of :mod:`algebra` from x1 (at LR) and x2."""
     B, C = x2.shape[:2]
     ct = compute_dtype(x2.dtype)
     shapes = stats_shapes(B, C, w.wq.shape[0], attention)
@@ -112,7 +78,7 @@ def pass1(x1, x2, w: Weights, attention: str, up1: int):
         g22 = _gram(x2c, x2c, ct)
         proj = torch.stack([w.wq @ g11, w.wk @ g22], 1)
         vecs = torch.stack([m1, m2], 1)
-    return gram, proj, vecs
+    return CSAStats(gram, proj, vecs)
 
 
 def _attended(x3, x4, M, c, up3):
@@ -135,23 +101,22 @@ def _gates(x1, x2, x3, att, wg, bg, up1, up3):
     return z.sigmoid_()
 
 
-def forward(x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, temperature,
-            heads: int, attention: str, up1: int, up3: int):
-    """(out, gram, proj, vecs); see the module docstring."""
+def forward(x1, x2, x3, x4, w: CSAWeights, spec: CSASpec):
+    """(out, stats); see the module docstring."""
     x1, x2, x3, x4 = (t.contiguous() for t in (x1, x2, x3, x4))
-    ct = compute_dtype(x2.dtype)
-    w = Weights.of(ct, wq, bq, wk, bk, wv, bv, wo, bo, temperature)
-    gram, proj, vecs = pass1(x1, x2, w, attention, up1)
-    small = csa_small.forward(w, gram, proj, vecs, heads, attention, x2.shape[2] * x2.shape[3])
-    att = _attended(x3, x4, small.M, small.c, up3)
-    if wg is None:
-        return att, gram, proj, vecs
-    g = _gates(x1, x2, x3, att, wg, bg, up1, up3)
+    wc = w.to(compute_dtype(x2.dtype))
+    stats = pass1(x1, x2, wc, spec.attention, spec.up1)
+    small = algebra.forward(wc, *stats, spec.heads, spec.attention, x2.shape[2] * x2.shape[3])
+    att = _attended(x3, x4, small.M, small.c, spec.up3)
+    if not w.gate:
+        return att, stats
+    up1, up3 = spec.up1, spec.up3
+    g = _gates(x1, x2, x3, att, w.wg, w.bg, up1, up3)
     out = att.mul_(g[:, 3:4])                       # att is not needed any more
     out.addcmul_(x2, g[:, 1:2])
     _hr(out, up1).addcmul_(_lr(x1, up1), _hr(g[:, 0:1], up1))
     _hr(out, up3).addcmul_(_lr(x3, up3), _hr(g[:, 2:3], up3))
-    return out, gram, proj, vecs
+    return out, stats
 
 
 def _chan_dot(dout, x, s):
@@ -161,17 +126,17 @@ def _chan_dot(dout, x, s):
     return (_hr(dout, s) * _lr(x, s)).sum(1).view(dout.shape[0], *dout.shape[2:])
 
 
-def backward(dout, x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, temperature,
-             gram, proj, vecs, heads: int, attention: str, up1: int, up3: int):
-    """Gradients [dx1, dx2, dx3, dx4, dwq, dbq, dwk, dbk, dwv, dbv, dwo, dbo, dwg, dbg, dtau]
-    (absent optional inputs get an empty tensor)."""
+def backward(dout, x1, x2, x3, x4, w: CSAWeights, stats: CSAStats, spec: CSASpec):
+    """Gradients [dx1, dx2, dx3, dx4, d(each weight)] (:func:`op.gradients`)."""
     x1, x2, x3, x4, dout = (t.contiguous() for t in (x1, x2, x3, x4, dout))
     B, C, H, W = x2.shape
     dt, ct = x2.dtype, compute_dtype(x2.dtype)
-    w = Weights.of(ct, wq, bq, wk, bk, wv, bv, wo, bo, temperature)
-    small = csa_small.forward(w, gram, proj, vecs, heads, attention, H * W)
+    heads, attention, up1, up3 = spec
+    wg, bg = w.wg, w.bg
+    wc = w.to(ct)
+    small = algebra.forward(wc, *stats, heads, attention, H * W)
     M = small.M.to(dt)
-    if wg is not None:
+    if w.gate:
         att = _attended(x3, x4, small.M, small.c, up3)
         g = _gates(x1, x2, x3, att, wg, bg, up1, up3)
         dg = torch.stack([_chan_dot(dout, x1, up1), _chan_dot(dout, x2, 1),
@@ -195,7 +160,7 @@ def backward(dout, x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, tempe
     pd = sum_pool(d_att, up3)
     dM, dc = _gram(pd, x3, ct), d_att.sum((2, 3), dtype=ct)
     dx3.add_(_mm(M.transpose(1, 2), pd))
-    gr = csa_small.backward(dM, dc, w, small, gram, proj, vecs, heads, attention)
+    gr = algebra.backward(dM, dc, wc, small, *stats, heads, attention)
     if attention != "legacy":
         E12 = gr.E12.to(dt)
         dx1.add_(_mm(E12, sum_pool(x2, up1))).add_(gr.e1.to(dt)[:, :, None, None], alpha=up1 ** 2)
@@ -207,16 +172,8 @@ def backward(dout, x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, tempe
         else:
             dx2.add_(gr.e2.to(dt)[:, :, None, None])
         _hr(dx2, up1).add_(_lr(t, up1))
-    return csa_op.backward_result(dx1, dx2, dx3, d_att, gr, dwg, dbg, wq, bq, wk, bk, wv, bv, wo,
-                                  bo, wg, bg, temperature)
+    return gradients(dx1, dx2, dx3, d_att, gr, dwg, dbg, w)
 
 
-csa_op.register_impl("torch", forward, backward)
-
-
-@register("csa", "torch")
-def csa_torch(x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, temperature,
-              heads: int, attention: str, up1: int = 1, up3: int = 1) -> torch.Tensor:
-    """The fused CSA through the ``csakd::csa_fwd`` op, pixel passes in aten (any device)."""
-    return csa_op.csa(x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, temperature,
-                      heads, attention, up1, up3, "torch")
+IMPL = backends.Impl("csa", "torch", fused_call("torch"), forward=forward, backward=backward,
+                     dtypes=(torch.float64, torch.float32, torch.bfloat16, torch.float16))

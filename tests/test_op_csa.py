@@ -1,5 +1,5 @@
-"""The fused CSA (csakd::csa_fwd / csa_bwd; backends "torch", "triton", "cpp", "cuda") against the
-eager float64 reference.
+"""The fused CSA (csakd_fast/ops/csa/: the csakd_fast::csa_fwd / csa_bwd op; backends "torch",
+"triton", "cpp", "cuda") against the eager float64 reference.
 
 Tolerances, per dtype of the fused run (error = max |got − ref| over a tensor, divided by
 max(max |ref|, 1e-3); the floor only matters for gradients that are zero in exact arithmetic —
@@ -8,7 +8,7 @@ rounding noise and the fused backends return exact zeros):
 
     float64 (torch, cpp)                1e-10
     float32 (torch, triton interpreter, cpp, cuda) 1e-5
-    float16 / bfloat16 (CUDA only, tests/test_csa_fused.py::test_half_precision_cuda)
+    float16 / bfloat16 (CUDA only, tests/test_op_csa.py::test_half_precision_cuda)
                                         2e-2 / 6e-2 (TF32 dots, half-precision inputs/outputs)
 
 Triton runs under TRITON_INTERPRET=1 on GPU-less machines (tests/conftest.py), on small shapes.
@@ -23,7 +23,8 @@ import torch
 import csakd_fast as cf
 from conftest import csa_layer
 from csakd_fast import backends
-from csakd_fast.ops import csa_op
+from csakd_fast.memory import saved_bytes
+from csakd_fast.ops.csa import op as csa_op
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 2e-2, torch.bfloat16: 6e-2}
 ATTENTIONS = ("paper", "legacy", "normalized")
@@ -58,40 +59,38 @@ def _skip_unless_runs(backend):
     if backend not in FUSED:
         if _dev(backend) == "cuda" and not torch.cuda.is_available():
             pytest.skip(f"backend {backend!r} needs a CUDA GPU")
-        why = backends._failures.get(backend) or backends._availability(backend, torch.device(_dev(backend)))
-        pytest.skip(f"backend {backend!r} cannot run here: {why or 'not registered'}")
+        why = backends.explain("csa", _dev(backend))[backend]
+        pytest.skip(f"backend {backend!r} cannot run here: {why}")
+
+
+def _poisoning(device) -> bool:
+    return bool(torch.isnan(torch.empty(8, device=device)).all())
 
 
 @pytest.fixture
 def strict(monkeypatch):
     """For Triton runs: interpreter tiles of 16 pixels (the tiny shapes here then span several
     tiles and several split-N programs, so the loops, masks and partial sums are exercised). For
-    the Triton and the native backends: every buffer a kernel writes (outputs, partial sums,
-    workspaces) pre-filled with NaN, so that an element a kernel fails to write shows up. Yields
-    the number of poisoned buffers."""
-    count = [0]
+    every backend: every uninitialised allocation (``torch.empty`` & co.: the outputs, partial
+    sums and workspaces the kernels write) comes filled with NaN
+    (``torch.utils.deterministic.fill_uninitialized_memory``), so that an element a kernel fails
+    to write shows up. Yields a check that the poisoning is on for a device."""
+    import torch.utils.deterministic as det
 
-    def poison(module):
-        real = module._empty
+    if "triton" in FUSED and INTERPRETED:
+        from csakd_fast.ops.csa import impl_triton
 
-        def poisoned(*a, **k):
-            count[0] += 1
-            return real(*a, **k).fill_(float("nan"))
-
-        monkeypatch.setattr(module, "_empty", poisoned)
-
-    if "triton" in FUSED:
-        from csakd_fast.ops import csa_triton
-
-        if INTERPRETED:
-            monkeypatch.setitem(csa_triton.INTERPRETER, "BLOCK_P", 16)
-            monkeypatch.setitem(csa_triton.INTERPRETER, "BLOCK_L", 16)
-        poison(csa_triton)
-    if "cpp" in FUSED or "cuda" in FUSED:
-        from csakd_fast.ops import csa_native
-
-        poison(csa_native)
-    yield count
+        monkeypatch.setitem(impl_triton.INTERPRETER, "BLOCK_P", 16)
+        monkeypatch.setitem(impl_triton.INTERPRETER, "BLOCK_L", 16)
+    old = (torch.are_deterministic_algorithms_enabled(),
+           torch.is_deterministic_algorithms_warn_only_enabled(), det.fill_uninitialized_memory)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    det.fill_uninitialized_memory = True
+    try:
+        yield _poisoning
+    finally:
+        torch.use_deterministic_algorithms(old[0], warn_only=old[1])
+        det.fill_uninitialized_memory = old[2]
 
 
 def _triton_subset(case, attention, gate):
@@ -164,10 +163,7 @@ def test_forward_and_every_gradient_match_float64_reference(backend, dtype, case
     for name, ref in ref_grads.items():
         assert torch.isfinite(grads[name]).all(), f"d{name} has NaN (an unwritten element?)"
         _check(grads[name], ref, TOL[dtype], f"d{name}")
-    if backend == "triton":
-        assert strict[0] >= 6   # out, Gram partials, dx1..dx4, ...: all came poisoned
-    if backend in NATIVE_DEV:
-        assert strict[0] >= 4   # out, dx3, dx4, dM, dc, ...: all came poisoned
+    assert strict(_dev(backend))   # the kernels' buffers (out, partials, dx1..dx4, ...) came poisoned
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton", "cpp", "cuda"])
@@ -241,7 +237,7 @@ def test_gradcheck_float64(backend, attention, gate):
         full = list(tensors)
         for i, t in zip(idx, ts):
             full[i] = t
-        return csa_op.csa(*full, *cfg)
+        return csa_op.csa_fwd(*full, *cfg)[0]
 
     assert torch.autograd.gradcheck(fn, tuple(tensors[i] for i in idx), eps=1e-6, atol=1e-6,
                                     rtol=1e-5, fast_mode=(attention, gate) != ("normalized", True))
@@ -266,22 +262,6 @@ def test_opcheck(backend, attention, gate):
     torch.library.opcheck(csa_op.csa_bwd, (torch.randn_like(out), *plain, gram, proj, vecs, *cfg))
 
 
-def _saved_bytes(fn, exclude) -> int:
-    """Bytes of the unique storages saved for backward, those of ``exclude`` left out."""
-    skip = {t.untyped_storage().data_ptr() for t in exclude}
-    seen = {}
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in skip:
-            seen[ptr] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
-
-
 @pytest.mark.parametrize("res", [64, 128])
 @pytest.mark.parametrize("backend", ["torch", "triton", "cpp", "cuda"])
 def test_saved_for_backward_is_under_one_percent_of_reference(backend, res):
@@ -300,9 +280,9 @@ def test_saved_for_backward_is_under_one_percent_of_reference(backend, res):
               torch.randn(1, C, res // s, res // s, device=dev), torch.randn(1, C, res, res, device=dev)]
         xs = [x.requires_grad_() for x in xs]
         exclude = xs + list(layer.parameters())
-        ref = _saved_bytes(lambda: layer(*xs, up1=s, up3=s), exclude)
+        ref, _ = saved_bytes(lambda: layer(*xs, up1=s, up3=s), exclude)
         layer.backend = backend
-        fused = _saved_bytes(lambda: layer(*xs, up1=s, up3=s), exclude)
+        fused, _ = saved_bytes(lambda: layer(*xs, up1=s, up3=s), exclude)
         assert ref > 4 * C * res * res * 4  # the reference keeps several inputs' worth
         assert fused <= 0.01 * ref, (attention, gate, fused, ref)
 
@@ -312,22 +292,27 @@ def test_auto_picks_the_fastest_fused_backend_on_cpu():
     cpu = torch.device("cpu")
     want = "cpp" if "cpp" in backends.available("csa", cpu) else "torch"
     assert backends.resolve("csa", "auto", cpu) == want
-    assert backends.get("csa", "auto", cpu).__name__ == f"csa_{want}"
+    assert backends.get("csa", backends.resolve("csa", "auto", cpu)).call.__name__ == f"csa_{want}"
 
 
 @pytest.mark.parametrize("backend,dtype,tol", [("triton", torch.float64, 1e-10),
                                                ("cuda", torch.float64, 1e-10),
                                                ("cpp", torch.bfloat16, 2e-2)])
-def test_unsupported_dtype_is_a_clear_error_and_the_layer_routes_it(backend, dtype, tol):
-    """The op refuses a dtype its kernels do not take (ValueError naming x2); the layer sends
-    such calls to the torch backend instead."""
+def test_unsupported_dtype_is_a_clear_error_and_auto_routes_it(backend, dtype, tol):
+    """The op refuses a dtype its kernels do not take (ValueError naming x2), and so does a layer
+    that asks for that backend (never a silent reroute); "auto" on that device picks a backend
+    that takes the dtype."""
     _skip_unless_runs(backend)
     dev = _dev(backend)
     tensors, cfg = _op_args("paper", True, backend, dtype, device=dev)
-    with pytest.raises(ValueError, match=f"x2: the {backend} backend expects float32"):
-        csa_op.csa(*tensors, *cfg)
-    layer = _layer(3, 4, 2, True, "paper", backend, dtype).to(dev)
+    with pytest.raises(ValueError, match=f"x2: the {backend} backend of csa takes float32"):
+        csa_op.csa_fwd(*tensors, *cfg)
     xs = [t.detach() for t in tensors[:4]]
+    layer = _layer(3, 4, 2, True, "paper", backend, dtype).to(dev)
+    with pytest.raises(ValueError, match=f"backend: '{backend}' cannot run 'csa' on {dev}.*{dtype}"):
+        layer(*xs, up1=2)
+    layer.backend = "auto"
+    assert backends.resolve("csa", "auto", torch.device(dev), dtype) not in (backend, "reference")
     ref = _layer(3, 4, 2, True, "paper", "reference", dtype).to(dev)
     torch.testing.assert_close(layer(*xs, up1=2), ref(*xs, up1=2), rtol=tol, atol=tol)
 
@@ -367,13 +352,12 @@ def test_model_with_fused_backends_matches_reference(attention):
                 _check(got[2][n], ref[2][n].double().cpu(), 1e-5, f"{backend} d{n}")
 
 
-def test_compile_fullgraph_layer_and_model(monkeypatch):
+def test_compile_fullgraph_layer_and_model():
     """torch.compile(fullgraph=True) traces through the custom op: inductor on the layer (forward
     and backward), aot_eager on a whole (one-block) model, both compiled before any eager call
     dispatched the op (backends.resolve runs eagerly at trace time: assume_constant_result)."""
     from conftest import small
 
-    monkeypatch.setattr(backends, "_failures", {})   # as in a fresh process: nothing loaded yet
     torch._dynamo.reset()
     layer = _layer(10, 8, 2, True, "normalized", "torch", torch.float32)
     xs = [torch.randn(2, 10, 3, 4), torch.randn(2, 10, 12, 16), torch.randn(2, 10, 3, 4),
@@ -388,7 +372,6 @@ def test_compile_fullgraph_layer_and_model(monkeypatch):
     for a, b in zip(g, g_eager):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
-    monkeypatch.setattr(backends, "_failures", {})
     model = cf.CSAKDNet(small("student", attention="paper", layers=(1, 1, 1, 1), nf=8, gc=4),
                         backend="torch" if "torch" in backends.available("clra") else "reference")
     model.decoder.fuse_att.backend = "torch"

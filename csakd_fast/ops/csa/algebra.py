@@ -1,13 +1,14 @@
 """The per-sample small-matrix algebra of the fused CSA, forward and hand-written backward.
 
-Every backend of the fused op (``csa_torch``, ``csa_triton``, ``csa_native`` for cpp and cuda)
-reduces the pixels to a few small per-sample matrices (pass 1), hands them to :func:`forward`
+Every fused backend (``impl_torch``, ``impl_triton``, ``impl_native`` for cpp and cuda) reduces
+the pixels to a few small per-sample matrices (pass 1), hands them to :func:`forward`
 here, applies the C×C matrix it gets back to every pixel (pass 2), and in backward reduces the
 pixels to (dM, dc) and hands those to :func:`backward`, which returns the weight gradients and the
 small matrices E that give the q/k-path input gradients. Nothing here touches a pixel; all of it
 is O(C²·D) per sample.
 
-Notation (design.md §3), per sample: X_i ∈ R^{C×N}, N = H·W, D = heads·d rows of q, k, v.
+Notation (docs/design.md, "The fused CSA"), per sample: X_i ∈ R^{C×N}, N = H·W, D = heads·d
+rows of q, k, v.
 
 Statistics of pass 1 (:func:`stats_shapes`; float64 for float64 inputs, else float32):
 
@@ -49,9 +50,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .reference import NORM_EPS
-
 ATTENTIONS = ("paper", "legacy", "normalized")
+NORM_EPS = 1e-12  # floor on a token's centred norm in the "normalized" attention
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -66,24 +66,6 @@ def stats_shapes(B: int, C: int, D: int, attention: str):
     if attention == "normalized":
         return (B, C, C), (B, 2, D, C), (B, 2, C)
     return (B, 0, C), (B, 0, D, C), (B, 0, C)
-
-
-class Weights(NamedTuple):
-    """The projection weights in the compute dtype (gate weights are handled by the passes)."""
-    wq: torch.Tensor
-    bq: torch.Tensor
-    wk: torch.Tensor
-    bk: torch.Tensor
-    wv: torch.Tensor
-    bv: torch.Tensor
-    wo: torch.Tensor
-    bo: torch.Tensor
-    tau: Optional[torch.Tensor]
-
-    @classmethod
-    def of(cls, ct, wq, bq, wk, bk, wv, bv, wo, bo, temperature):
-        f = lambda t: None if t is None else t.to(ct)  # noqa: E731
-        return cls(f(wq), f(bq), f(wk), f(bk), f(wv), f(bv), f(wo), f(bo), f(temperature))
 
 
 class Small(NamedTuple):
@@ -116,8 +98,9 @@ def _bilinear_blocks(wa: torch.Tensor, G: torch.Tensor, wb: torch.Tensor, heads:
     return torch.einsum("hik,bkhj->bhij", wa.view(heads, d, K), T.view(-1, K, heads, d)), T
 
 
-def forward(w: Weights, gram, proj, vecs, heads: int, attention: str, N: int) -> Small:
-    """Logits, softmax and the affine pixel map (M, c); see the module docstring."""
+def forward(w, gram, proj, vecs, heads: int, attention: str, N: int) -> Small:
+    """Logits, softmax and the affine pixel map (M, c); see the module docstring. ``w``: the
+    :class:`csakd_fast.ops.csa.op.CSAWeights` in the compute dtype."""
     D, C = w.wv.shape
     d = D // heads
     if attention == "legacy":
@@ -138,7 +121,7 @@ def forward(w: Weights, gram, proj, vecs, heads: int, attention: str, N: int) ->
         nk = (proj[:, 1] * w.wk).sum(-1).clamp_min(0).sqrt()
         nqt, nkt = nq.clamp_min(NORM_EPS), nk.clamp_min(NORM_EPS)
         chat = cov / (nqt.view(-1, heads, d, 1) * nkt.view(-1, heads, 1, d))
-        A = torch.softmax(chat * w.tau.view(1, heads, 1, 1), dim=-1)
+        A = torch.softmax(chat * w.temperature.view(1, heads, 1, 1), dim=-1)
         extra = (chat, nq, nk, nqt, nkt)
     B = A.shape[0]
     AW = torch.einsum("bhij,hjc->bhic", A, w.wv.view(heads, d, C)).reshape(B, D, C)
@@ -164,7 +147,7 @@ class Grads(NamedTuple):
     e2: Optional[torch.Tensor]
 
 
-def backward(dM: torch.Tensor, dc: torch.Tensor, w: Weights, small: Small, gram, proj, vecs,
+def backward(dM: torch.Tensor, dc: torch.Tensor, w, small: Small, gram, proj, vecs,
              heads: int, attention: str) -> Grads:
     """Gradients of everything upstream of (M, c), given dM (B, C, C) and dc (B, C)."""
     D, C = w.wv.shape
@@ -206,7 +189,7 @@ def backward(dM: torch.Tensor, dc: torch.Tensor, w: Weights, small: Small, gram,
     chat, nq, nk, nqt, nkt = small.extra
     B = A.shape[0]
     dtau = (dL * chat).sum((0, 2, 3))
-    dchat = dL * w.tau.view(1, heads, 1, 1)
+    dchat = dL * w.temperature.view(1, heads, 1, 1)
     dcov = dchat / (nqt.view(B, heads, d, 1) * nkt.view(B, heads, 1, d))
     t = dchat * chat
     # d‖·‖ through max(‖·‖, eps) (passes where ‖·‖ ≥ eps, as clamp_min does), then d(‖·‖²)

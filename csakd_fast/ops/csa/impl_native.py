@@ -1,22 +1,23 @@
-"""The fused CSA on the native extension (csrc/, kernels/): what backends "cpp" and "cuda" share.
+"""The fused CSA on the native extension (csrc/csa/, kernels/csa/): what "cpp" and "cuda" share.
 
-The algorithm and its split are those of :mod:`csa_torch` (design.md §3): the native code runs the
-pixel passes, the per-sample small algebra (:mod:`csa_small`) stays in torch between the calls.
+The algorithm and its split are those of :mod:`impl_torch` (docs/design.md, "The fused CSA"): the
+native code runs the pixel passes, the per-sample small algebra (:mod:`algebra`) stays in torch
+between the calls.
 
 Forward: ``pass1`` (paper: G = X1 pool(X2)ᵀ and the two sums; normalized: the centred Gram and
-G11c, G22c; legacy: nothing) → :func:`csa_small.forward` → ``forward`` (att = M x3 + c + x4, the
+G11c, G22c; legacy: nothing) → :func:`algebra.forward` → ``forward`` (att = M x3 + c + x4, the
 gate, the gated sum; x1, x3 read at their low resolution).
-Backward: :func:`csa_small.forward` again (from the saved statistics) → ``backward1`` (dx3, dx4,
+Backward: :func:`algebra.forward` again (from the saved statistics) → ``backward1`` (dx3, dx4,
 the gate's part of dx1, dx2, dM, dc, dWg, dbg, and pool(x2) for the next step) →
-:func:`csa_small.backward` → ``backward2`` (the q/k-path terms E12, E11, E22, e1, e2 of dx1, dx2;
+:func:`algebra.backward` → ``backward2`` (the q/k-path terms E12, E11, E22, e1, e2 of dx1, dx2;
 not for legacy).
 
 Every call goes through :func:`_pointers`, which checks each tensor (device, dtype, shape,
-contiguity) and raises ``ValueError`` naming it before a data pointer reaches C++. Every buffer
-the native code writes comes from :func:`_empty` (tests fill it with NaN first).
+contiguity: :func:`csakd_fast._checks.buffer`) and raises ``ValueError`` naming it before a data
+pointer reaches C++. This is the one place where the weights are flat again: the native call.
 
 x1 and x3 may have different nearest factors: the kernels tile at one factor S, as the Triton
-backend does (:func:`csa_torch.common_factor`).
+backend does (:func:`csakd_fast.ops.pixels.common_factor`).
 """
 from __future__ import annotations
 
@@ -24,61 +25,32 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from .. import _native
-from . import csa_op, csa_small
-from .csa_small import Weights, compute_dtype, stats_shapes
-from .csa_torch import common_factor, sum_pool
-
-
-def _empty(shape, dtype, device) -> torch.Tensor:
-    """Every buffer the native passes write comes from here (tests poison it with NaN)."""
-    return torch.empty(shape, dtype=dtype, device=device)
-
+from ... import _checks, _native
+from ..pixels import common_factor, sum_pool
+from . import algebra
+from .algebra import compute_dtype, stats_shapes
+from .op import CSASpec, CSAStats, CSAWeights, gradients
 
 Spec = Tuple[str, Optional[torch.Tensor], tuple, torch.dtype]
 
 
 def _pointers(device: torch.device, specs: Sequence[Spec]) -> list:
     """Data pointers of (name, tensor or None, expected shape, expected dtype); None gives 0."""
-    ptrs = []
-    for name, t, shape, dtype in specs:
-        if t is None:
-            ptrs.append(0)
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-        if t.device != device:
-            raise ValueError(f"{name}: expected device {device}, got {t.device}")
-        if t.dtype != dtype:
-            raise ValueError(f"{name}: expected dtype {dtype}, got {t.dtype}")
-        if tuple(t.shape) != tuple(shape):
-            raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
-        if not t.is_contiguous():
-            raise ValueError(f"{name}: expected a contiguous tensor, got strides {t.stride()}")
-        ptrs.append(t.data_ptr())
-    return ptrs
+    return [0 if t is None else _checks.buffer(name, t, shape, dtype, device).data_ptr()
+            for name, t, shape, dtype in specs]
 
 
 class Native:
     """One native backend: ``name`` ("cpp" | "cuda"), the device type it runs on and the input
     dtypes it takes (dtype -> the extension's dtype code). ``workspace(kind, dims, flag)`` gives
     the float32 elements of scratch a CUDA pass needs (None: the CPU passes keep their own).
-    Subclasses may narrow :meth:`check_inputs` and :meth:`factor`."""
+    What it supports is declared by its :class:`csakd_fast.backends.Impl` (the op checks it
+    before a pass runs); subclasses may narrow :meth:`factor`."""
 
     def __init__(self, name: str, device_type: str, dtypes: Dict[torch.dtype, int],
                  prefix: str, workspace: Optional[Callable] = None):
         self.name, self.device_type, self.dtypes = name, device_type, dtypes
         self.prefix, self.workspace = prefix, workspace
-
-    # --- argument checks ------------------------------------------------------------------------
-    def check_inputs(self, x2: torch.Tensor) -> None:
-        if x2.device.type != self.device_type:
-            raise ValueError(f"x2: the {self.name} backend runs on {self.device_type} tensors, got "
-                             f"device {x2.device}")
-        if x2.dtype not in self.dtypes:
-            names = ", ".join(str(d).replace("torch.", "") for d in self.dtypes)
-            raise ValueError(f"x2: the {self.name} backend expects {names}, got {x2.dtype} "
-                             f"(use backend='torch')")
 
     def factor(self, x1, x3, up1: int, up3: int):
         """(x1', x3', S, f1, f3): the inputs at the one factor S the passes tile at (f_i: what
@@ -87,9 +59,7 @@ class Native:
 
     def _dims(self, x2, S: int, x1c: bool, x3c: bool) -> tuple:
         B, C, H, W = x2.shape
-        if S < 1 or H % S or W % S:
-            raise ValueError(f"x2: expected a height and width divisible by the factor {S}, got "
-                             f"shape {tuple(x2.shape)}")
+        _checks.divisible("x2", x2, S)
         if self.device_type == "cpu":
             return (B, C, H, W, S, x1c, x3c, torch.get_num_threads())
         return (B, C, H, W, S, x1c, x3c)
@@ -108,7 +78,8 @@ class Native:
         if self.workspace is None:
             return []
         n = self.workspace(kind, dims, flag)
-        return [("workspace", _empty((n,), torch.float32, device), (n,), torch.float32)]
+        ws = torch.empty((n,), dtype=torch.float32, device=device)
+        return [("workspace", ws, (n,), torch.float32)]
 
     # --- the passes (shapes: x2 (B, C, H, W); "coarse" maps (B, C, H/S, W/S)) --------------------
     def pass1(self, x1, x2, m1, m2, G, s1, s2, G11, G22, up1: int) -> None:
@@ -170,74 +141,73 @@ class Native:
             ("dx1", dx1, lr, dt), ("dx2", dx2, hr, dt),
             *self._ws("backward2", dims, False, x2.device)], dims)
 
-    # --- the op's forward and backward (csa_op.register_impl) -----------------------------------
-    def forward(self, x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, temperature,
-                heads: int, attention: str, up1: int, up3: int):
-        """(out, gram, proj, vecs), as :func:`csa_torch.forward`."""
-        self.check_inputs(x2)
+    # --- the op's forward and backward (backends.Impl) -------------------------------------------
+    def forward(self, x1, x2, x3, x4, w: CSAWeights, spec: CSASpec):
+        """(out, stats), as :func:`impl_torch.forward`."""
         x1, x2, x3, x4 = (t.contiguous() for t in (x1, x2, x3, x4))
         B, C, H, W = x2.shape
         ct = compute_dtype(x2.dtype)
-        w = Weights.of(ct, wq, bq, wk, bk, wv, bv, wo, bo, temperature)
-        gram, proj, vecs = self._statistics(x1, x2, w, attention, up1)
-        small = csa_small.forward(w, gram, proj, vecs, heads, attention, H * W)
-        x1s, x3s, S, _, _ = self.factor(x1, x3, up1, up3)
-        out = _empty(x2.shape, x2.dtype, x2.device)
-        self.apply(x1s, x2, x3s, x4, small.M.contiguous(), small.c.contiguous(), *_gate(wg, bg, ct),
-                   out, S)
-        return out, gram, proj, vecs
+        wc = w.to(ct)
+        stats = self._statistics(x1, x2, wc, spec.attention, spec.up1)
+        small = algebra.forward(wc, *stats, spec.heads, spec.attention, H * W)
+        x1s, x3s, S, _, _ = self.factor(x1, x3, spec.up1, spec.up3)
+        out = torch.empty(x2.shape, dtype=x2.dtype, device=x2.device)
+        self.apply(x1s, x2, x3s, x4, small.M.contiguous(), small.c.contiguous(),
+                   *_gate(w.wg, w.bg, ct), out, S)
+        return out, stats
 
-    def _statistics(self, x1, x2, w: Weights, attention: str, up1: int):
-        """(gram, proj, vecs) of :mod:`csa_small` (pass 1)."""
+    def _statistics(self, x1, x2, w: CSAWeights, attention: str, up1: int) -> CSAStats:
+        """(gram, proj, vecs) of :mod:`algebra` (pass 1)."""
         B, C = x2.shape[:2]
         ct, dev = compute_dtype(x2.dtype), x2.device
         shapes = stats_shapes(B, C, w.wq.shape[0], attention)
         if attention == "legacy":
-            return tuple(x2.new_empty(s, dtype=ct) for s in shapes)
-        G = _empty((B, C, C), ct, dev)
+            return CSAStats(*(x2.new_empty(s, dtype=ct) for s in shapes))
+        G = torch.empty((B, C, C), dtype=ct, device=dev)
         if attention == "paper":
-            s1, s2 = _empty((B, C), ct, dev), _empty((B, C), ct, dev)
+            s1 = torch.empty((B, C), dtype=ct, device=dev)
+            s2 = torch.empty((B, C), dtype=ct, device=dev)
             self.pass1(x1, x2, None, None, G, s1, s2, None, None, up1)
-            return G, x2.new_empty(shapes[1], dtype=ct), torch.stack([s1 * up1 ** 2, s2], 1)
+            return CSAStats(G, x2.new_empty(shapes[1], dtype=ct),
+                            torch.stack([s1 * up1 ** 2, s2], 1))
         m1, m2 = x1.mean((2, 3), dtype=ct), x2.mean((2, 3), dtype=ct)
-        G11, G22 = _empty((B, C, C), ct, dev), _empty((B, C, C), ct, dev)
+        G11 = torch.empty((B, C, C), dtype=ct, device=dev)
+        G22 = torch.empty((B, C, C), dtype=ct, device=dev)
         self.pass1(x1, x2, m1, m2, G, None, None, G11, G22, up1)
-        return G, torch.stack([w.wq @ (G11 * up1 ** 2), w.wk @ G22], 1), torch.stack([m1, m2], 1)
+        return CSAStats(G, torch.stack([w.wq @ (G11 * up1 ** 2), w.wk @ G22], 1),
+                        torch.stack([m1, m2], 1))
 
-    def backward(self, dout, x1, x2, x3, x4, wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, temperature,
-                 gram, proj, vecs, heads: int, attention: str, up1: int, up3: int):
-        """Gradients in the order of :func:`csa_torch.backward`."""
-        self.check_inputs(x2)
+    def backward(self, dout, x1, x2, x3, x4, w: CSAWeights, stats: CSAStats, spec: CSASpec):
+        """Gradients in the order of :func:`impl_torch.backward`."""
         x1, x2, x3, x4, dout = (t.contiguous() for t in (x1, x2, x3, x4, dout))
         B, C, H, W = x2.shape
         dt, ct, dev = x2.dtype, compute_dtype(x2.dtype), x2.device
-        w = Weights.of(ct, wq, bq, wk, bk, wv, bv, wo, bo, temperature)
-        small = csa_small.forward(w, gram, proj, vecs, heads, attention, H * W)
+        heads, attention, up1, up3 = spec
+        wc = w.to(ct)
+        small = algebra.forward(wc, *stats, heads, attention, H * W)
         x1s, x3s, S, f1, f3 = self.factor(x1, x3, up1, up3)
         x1_coarse = x1s.shape[-1] != W
-        gate, qk = wg is not None, attention != "legacy"
-        dx4 = _empty(x2.shape, dt, dev)
-        dx3 = _empty(x3s.shape, dt, dev)
+        gate, qk = w.gate, attention != "legacy"
+        new = lambda *shape, dtype=dt: torch.empty(shape, dtype=dtype, device=dev)  # noqa: E731
+        dx4, dx3 = new(*x2.shape), new(*x3s.shape)
         if gate or qk:  # written by backward1 (gate) or backward2 (qk)
-            dx1, dx2 = _empty(x1s.shape, dt, dev), _empty(x2.shape, dt, dev)
+            dx1, dx2 = new(*x1s.shape), new(*x2.shape)
         else:           # legacy without the gate: x1 and x2 do not reach the output
             dx1, dx2 = torch.zeros_like(x1s), torch.zeros_like(x2)
-        px2 = _empty((B, C, H // S, W // S), dt, dev) if qk and x1_coarse else None
-        dM, dc = _empty((B, C, C), ct, dev), _empty((B, C), ct, dev)
-        dwg = _empty((4, 4 * C), ct, dev) if gate else None
-        dbg = _empty((4,), ct, dev) if gate else None
+        px2 = new(B, C, H // S, W // S) if qk and x1_coarse else None
+        dM, dc = new(B, C, C, dtype=ct), new(B, C, dtype=ct)
+        dwg, dbg = (new(4, 4 * C, dtype=ct), new(4, dtype=ct)) if gate else (None, None)
         self.backward1(qk, x1s, x2, x3s, x4, dout, small.M.contiguous(), small.c.contiguous(),
-                       *_gate(wg, bg, ct), dx1 if gate else None, dx2 if gate else None, dx3, dx4,
-                       px2, dM, dc, dwg, dbg, S)
-        gr = csa_small.backward(dM, dc, w, small, gram, proj, vecs, heads, attention)
+                       *_gate(w.wg, w.bg, ct), dx1 if gate else None, dx2 if gate else None, dx3,
+                       dx4, px2, dM, dc, dwg, dbg, S)
+        gr = algebra.backward(dM, dc, wc, small, *stats, heads, attention)
         if qk:
             norm = attention == "normalized"
             mat = lambda m: m.contiguous() if m is not None else None  # noqa: E731
             self.backward2(gate, x1s, x2, px2 if x1_coarse else x2, mat(gr.E12),
                            mat(gr.E11) if norm else None, mat(gr.E22) if norm else None,
                            mat(gr.e1), mat(gr.e2), dx1, dx2, S if x1_coarse else 1)
-        return csa_op.backward_result(sum_pool(dx1, f1), dx2, sum_pool(dx3, f3), dx4, gr, dwg, dbg,
-                                      wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, temperature)
+        return gradients(sum_pool(dx1, f1), dx2, sum_pool(dx3, f3), dx4, gr, dwg, dbg, w)
 
 
 def _at(hr: tuple, S: int, coarse: bool) -> tuple:

@@ -5,13 +5,12 @@ import torch
 from torch import nn
 
 from .. import _checks, backends
-from ..ops import cross_self_attention
-
-ATTENTIONS = ("paper", "legacy", "normalized")
+from ..ops.csa import ATTENTIONS, CSAWeights, cross_self_attention
 
 
 class CrossSelfAttention(nn.Module):
-    """Fuse four (B, C, H, W) maps by spectral-token cross attention (design.md §2, §3).
+    """Fuse four (B, C, H, W) maps by spectral-token cross attention (docs/design.md, "The
+    network" and "The fused CSA"; the op is :mod:`csakd_fast.ops.csa`).
 
     q, k, v are 1x1 projections (C -> attn_dim) of x1, x2, x3; per head the attention runs over
     spectral tokens (channels) with the pixels contracted; att = output_conv(attended) + x4.
@@ -38,7 +37,7 @@ class CrossSelfAttention(nn.Module):
         if attn_dim % heads:
             raise ValueError(f"attn_dim: expected a multiple of heads={heads}, got {attn_dim}")
         _checks.choice("attention", attention, ATTENTIONS)
-        _checks.choice("backend", backend, backends.CHOICES)
+        backends.check("csa", backend)
         self.channels, self.attn_dim, self.heads = channels, attn_dim, heads
         self.gate, self.attention, self.backend = bool(gate), attention, backend
         self.check_finite = True
@@ -74,16 +73,17 @@ class CrossSelfAttention(nn.Module):
                 raise ValueError(f"{n}: expected shape {want} (x2's shape with H, W divided by "
                                  f"up{n[1]}={up}), got {tuple(x.shape)}")
 
+    def weights(self) -> CSAWeights:
+        """The parameters as the op takes them (1x1 conv weights as matrices)."""
+        flat = lambda conv: conv.weight.flatten(1)  # noqa: E731  (Cout, Cin, 1, 1) -> (Cout, Cin)
+        q, k, v, o = self.query_conv, self.key_conv, self.value_conv, self.output_conv
+        g = self.attention_weights if self.gate else None
+        return CSAWeights(flat(q), q.bias, flat(k), k.bias, flat(v), v.bias, flat(o), o.bias,
+                          flat(g) if g is not None else None, g.bias if g is not None else None,
+                          getattr(self, "temperature", None))
+
     def forward(self, x1, x2, x3, x4, up1: int = 1, up3: int = 1) -> torch.Tensor:
         self._check(x1, x2, x3, x4, up1, up3)
-        flat = lambda conv: conv.weight.flatten(1)  # noqa: E731  (Cout, Cin, 1, 1) -> (Cout, Cin)
-        gate = self.attention_weights if self.gate else None
-        return cross_self_attention(
-            x1, x2, x3, x4,
-            flat(self.query_conv), self.query_conv.bias,
-            flat(self.key_conv), self.key_conv.bias,
-            flat(self.value_conv), self.value_conv.bias,
-            flat(self.output_conv), self.output_conv.bias,
-            flat(gate) if gate is not None else None, gate.bias if gate is not None else None,
-            getattr(self, "temperature", None),
-            heads=self.heads, attention=self.attention, up1=up1, up3=up3, backend=self.backend)
+        return cross_self_attention(x1, x2, x3, x4, self.weights(), heads=self.heads,
+                                    attention=self.attention, up1=up1, up3=up3,
+                                    backend=self.backend)
