@@ -1,4 +1,4 @@
-"""Training losses of CSAKD (design.md §2), images (B, L, H, W).
+"""Training losses of CSAKD (docs/design.md, "The network"), images (B, L, H, W).
 
 Teacher:  SmoothL1(ŷ, y) + 0.1·SAM(ŷ, y) + 0.1·BandWise(ŷ, y)
 Student:  SmoothL1(ŝ, y) + 0.1·SmoothL1(ŝ, ŷ_T) + 0.1·BCEWithLogits(f_s, σ(f_T))

@@ -23,7 +23,7 @@ def _inputs(cfg, batch, hr=32, dtype=torch.float32):
 def _dead(cfg, name):
     """Parameters used in forward whose gradient is zero by construction (documented)."""
     if cfg.attention == "legacy" and cfg.fusion in ("mhca", "csa"):
-        # the public apply step sums keys and values apart: A has no effect (design.md §2)
+        # the public apply step sums keys and values apart: A has no effect (docs/design.md, "The network")
         return name.startswith(("decoder.fuse_att.query_conv", "decoder.fuse_att.key_conv"))
     if cfg.attention == "normalized" and cfg.fusion in ("mhca", "csa"):
         # centring each token over the pixels cancels the q/k biases

@@ -63,7 +63,7 @@ def config_from_state_dict(sd: Mapping[str, torch.Tensor], **overrides) -> CSAKD
     """Read the architecture of a public-layout state dict off its shapes.
 
     What shapes cannot tell takes the public code's values unless overridden: scale 4, 4 heads,
-    ``attention="legacy"`` (the public apply step, design.md §2, so its outputs are reproduced).
+    ``attention="legacy"`` (the public apply step, docs/design.md "The network", so its outputs are reproduced).
     The public student class (HSI-stream convs grouped by nf // 2) never calls its hm blocks."""
     def shape(key):
         if key not in sd:

@@ -15,7 +15,7 @@ FUSION_INDEX = {name: i for i, name in enumerate(FUSIONS)}
 
 @dataclass(frozen=True)
 class CSAKDConfig:
-    """Architecture of a CSAKD network (design.md §2).
+    """Architecture of a CSAKD network (docs/design.md, "The network").
 
     ``layers`` gives the number of CLRA blocks in the (hm, mh, h, m) streams. ``use_hm_blocks``
     False reproduces the public student, whose ``hm`` blocks are built (so public checkpoints
@@ -71,7 +71,7 @@ class CSAKDConfig:
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{flag}: expected a bool, got {getattr(self, flag)!r}")
 
-    # --- presets (design.md §2); keyword arguments override any field ---------------------------
+    # --- presets (docs/design.md, "The network"); keyword arguments override any field ---------
     @classmethod
     def teacher(cls, **overrides) -> "CSAKDConfig":
         """The paper's teacher: (6, 6, 4, 4) CLRA blocks, every conv ungrouped."""

@@ -38,7 +38,8 @@ index product (batch × C × N) can pass 2³¹. float64 is not a Triton path (th
 float32, float16, bfloat16; ``backend="auto"`` picks the torch backend for float64).
 
 Tile sizes are powers of two, dots are ≥ 16 in every dimension, every ragged edge is masked; the
-block sizes are untuned defaults (benchmarks/RESULTS.md says which GPUs have measured them).
+block sizes are defaults chosen by register count, not by GPU timing (benchmarks/RESULTS.md has
+what the GPUs measured).
 """
 from __future__ import annotations
 
