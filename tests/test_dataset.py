@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import requires
 from csakd_fast.data import (Cube, FusionDataset, apply_srf, denormalize, normalize, spatial_degrade,
                              to_unit, write_cube)
 
@@ -259,6 +260,7 @@ def test_dataset_validation():
         FusionDataset([], SRF)
 
 
+@requires("pyrsr")
 def test_real_sensor_srf_once_the_srf_module_is_there():
     """Integration with csakd_fast.data.srf (built on another branch): the SRF of a real sensor
     resolved on an AVIRIS-like grid, rows summing to 1, HR-MSI = SRF · HR."""

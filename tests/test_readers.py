@@ -4,6 +4,7 @@ import warnings
 import numpy as np
 import pytest
 
+from conftest import requires
 from csakd_fast.data import CAVE_WAVELENGTHS, Cube, read_cube, write_cube
 
 H, W, L = 6, 5, 4   # all different, so that a transposed read cannot pass
@@ -100,6 +101,7 @@ def test_npz_reads_its_wavelengths(tmp_path, cube):
 
 # ------------------------------------------------------------------ ENVI
 
+@requires("spectral")
 @pytest.mark.parametrize("interleave", ["bsq", "bil", "bip"])
 def test_envi_via_spectral_with_micrometres(tmp_path, cube, interleave):
     from spectral.io import envi
@@ -111,6 +113,7 @@ def test_envi_via_spectral_with_micrometres(tmp_path, cube, interleave):
     _check(read_cube(tmp_path / "scene.dat"), cube)      # the data file finds its header
 
 
+@requires("spectral")
 def test_envi_wavelength_units_and_counts(tmp_path, cube):
     from spectral.io import envi
 
@@ -125,6 +128,7 @@ def test_envi_wavelength_units_and_counts(tmp_path, cube):
         read_cube(wrong)
 
 
+@requires("spectral")
 def test_envi_corrupt_files_name_the_file(tmp_path, cube):
     from spectral.io import envi
 
@@ -187,6 +191,7 @@ def _write_cave(folder, n_bands=31, size=(5, 4), seed=0):
     return np.moveaxis(bands, 0, -1).astype(np.float32)
 
 
+@requires("PIL")
 def test_cave_png_folder_nested_16bit(tmp_path):
     scene = tmp_path / "balloons_ms"
     expected = _write_cave(scene / "balloons_ms")           # CAVE: <scene>/<scene>/<scene>_01.png
@@ -202,6 +207,7 @@ def test_cave_png_folder_nested_16bit(tmp_path):
         read_cube(few, wavelengths="cave")
 
 
+@requires("PIL")
 def test_cave_png_folder_errors_name_the_file(tmp_path):
     from PIL import Image
 
@@ -282,6 +288,7 @@ def test_corrupt_and_inconsistent_files_name_the_file(tmp_path, cube):
 
 # ------------------------------------------------------------------ writing
 
+@requires("spectral")
 @pytest.mark.parametrize("name", ["out.npz", "out.mat", "out.hdr", "out.img", "out.tif", "out.tiff"])
 def test_write_read_round_trip_with_wavelengths(tmp_path, cube, name):
     p = tmp_path / "sub" / name

@@ -10,7 +10,11 @@ import torch
 import torch.nn.functional as F
 
 import csakd_fast as cf
+from conftest import requires
 from csakd_fast.data import scenes, srf
+
+# the scenes are built from earthlib spectra, spyndex's Sentinel-2 scene and pyrsr's responses
+pytestmark = requires("earthlib", "spyndex", "pyrsr")
 
 BUILD_BUDGET_S = 60.0  # the "building takes under a minute" on this 2-core machine
 

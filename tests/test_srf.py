@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import requires
 from csakd_fast.data import srf
 
 trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
@@ -32,6 +33,7 @@ def _fwhm(wl, r):
     return (above[0] + above[-1]) / 2, above[-1] - above[0]
 
 
+@requires("pyrsr", "colour")
 def test_sensors_and_band_names():
     assert {"sentinel2", "landsat8", "nikon_d5100"} <= set(srf.SENSORS)
     assert srf.band_names("sentinel2") == ["B2", "B3", "B4", "B8"]
@@ -42,6 +44,7 @@ def test_sensors_and_band_names():
         assert s in srf.SOURCES
 
 
+@requires("pyrsr", "colour")
 @pytest.mark.parametrize("sensor", srf.SENSORS)
 @pytest.mark.parametrize("grid", ["reference", "1nm", "irregular"])
 def test_rows_sum_to_one(sensor, grid):
@@ -57,6 +60,7 @@ def test_rows_sum_to_one(sensor, grid):
         assert nz[0] >= wl[max(np.searchsorted(wl, lo) - 1, 0)] and nz[-1] <= wl[np.searchsorted(wl, hi)]
 
 
+@requires("pyrsr", "colour")
 def test_camera_on_a_cave_grid():
     """The RGB camera fits the 400–700 nm, 31-band grid of CAVE/Harvard."""
     S = srf.srf_matrix("nikon_d5100", np.arange(400.0, 701.0, 10.0))
@@ -77,6 +81,7 @@ L8_BARSI = [(482.04, 60.04), (561.41, 57.33), (654.59, 37.47), (864.67, 28.25),
             (1608.86, 84.72), (2200.73, 186.66)]
 
 
+@requires("pyrsr", "colour")
 @pytest.mark.parametrize("sensor", ["sentinel2", "sentinel2b"])
 def test_sentinel2_central_wavelengths(sensor):
     got = [_centroid(*t) for t in srf.response(sensor).values()]
@@ -85,6 +90,7 @@ def test_sentinel2_central_wavelengths(sensor):
     assert 100 < _fwhm(*srf.response(sensor)["B8"])[1] < 110
 
 
+@requires("pyrsr", "colour")
 def test_landsat8_centres_and_fwhm():
     for (name, t), (centre, width) in zip(srf.response("landsat8").items(), L8_BARSI):
         c, w = _fwhm(*t)
@@ -92,12 +98,14 @@ def test_landsat8_centres_and_fwhm():
         assert abs(w - width) < 0.2, (name, w, width)
 
 
+@requires("pyrsr", "colour")
 def test_landsat9_centres():
     # NASA's Landsat-9 OLI-2 RSR files are named by band centre: 482, 561, 654, 865, 1608, 2200 nm
     got = [_fwhm(*t)[0] for t in srf.response("landsat9").values()]
     np.testing.assert_allclose(got, [482, 561, 654, 865, 1608, 2200], atol=1.0)
 
 
+@requires("pyrsr", "colour")
 def test_nikon_table_spot_values():
     """Values of colour-science's NPL table (Darrodi et al. 2015), peak-normalised."""
     r = srf.response("nikon_d5100")
@@ -110,6 +118,7 @@ def test_nikon_table_spot_values():
     assert all(v.max() == pytest.approx(1.0) for _, v in r.values())
 
 
+@requires("pyrsr", "colour")
 def test_camera_import_keeps_numpy_printoptions():
     """colour-science sets numpy's legacy printing on import; srf undoes it (fresh process, as the
     import happens once)."""
@@ -123,6 +132,7 @@ def test_camera_import_keeps_numpy_printoptions():
     subprocess.run([sys.executable, "-c", code, str(path)], check=True)
 
 
+@requires("pyrsr", "colour")
 def test_tables_are_read_only_copies():
     a = srf.response("sentinel2")["B2"][1]
     a[:] = 0
@@ -131,6 +141,7 @@ def test_tables_are_read_only_copies():
 
 # --- the integration ---------------------------------------------------------------------------
 
+@requires("pyrsr", "colour")
 @pytest.mark.parametrize("sensor", ["sentinel2", "landsat8", "nikon_d5100"])
 def test_exact_for_linear_spectra(sensor):
     """Hat functions reproduce a spectrum linear in λ, so S(α + βλ) = α + β·centroid."""
@@ -144,6 +155,7 @@ def test_exact_for_linear_spectra(sensor):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
 
 
+@requires("pyrsr", "colour")
 def test_hat_weights_on_the_tables_own_grid():
     """On the table's 1 nm grid, ∫ r φ_l = (r_{l-1} + 4 r_l + r_{l+1}) / 6 at interior nodes."""
     wl = np.arange(400.0, 1000.0, 1.0)
@@ -158,6 +170,7 @@ def test_hat_weights_on_the_tables_own_grid():
         assert (row[(wl < lo) | (wl > hi)] == 0).all()
 
 
+@requires("pyrsr", "colour")
 def test_narrow_band_between_coarse_samples():
     """A 30 nm band on a 50 nm grid still gets a response (point sampling could miss it)."""
     S = srf.srf_matrix("sentinel2", np.arange(350.0, 1001.0, 50.0))
@@ -167,6 +180,7 @@ def test_narrow_band_between_coarse_samples():
 
 # --- refusals ----------------------------------------------------------------------------------
 
+@requires("pyrsr", "colour")
 def test_refuses_band_outside_the_cube():
     with pytest.raises(ValueError, match=r"sentinel2 band B8 .*775–906 nm.*400–800 nm.*refused"):
         srf.srf_matrix("sentinel2", np.arange(400.0, 801.0, 10.0))
@@ -176,12 +190,14 @@ def test_refuses_band_outside_the_cube():
         srf.srf_matrix("nikon_d5100", np.arange(420.0, 701.0, 10.0))
 
 
+@requires("pyrsr", "colour")
 def test_refuses_band_in_a_gap_of_the_grid():
     wl = np.r_[np.arange(400.0, 1501.0, 10.0), 1700.0, np.arange(2000.0, 2451.0, 10.0)]
     with pytest.raises(ValueError, match="landsat8 band B6 .*between the cube's bands at 1500 and 1700"):
         srf.srf_matrix("landsat8", wl)
 
 
+@requires("pyrsr", "colour")
 def test_micrometre_hint():
     with pytest.raises(ValueError, match="micrometres"):
         srf.srf_matrix("sentinel2", np.arange(0.4, 2.5, 0.01))
@@ -208,6 +224,7 @@ def test_bad_sensor_and_threshold():
         srf.srf_matrix("sentinel2", REFERENCE_GRID, threshold=0)
 
 
+@requires("pyrsr", "colour")
 def test_threshold_changes_the_support():
     wide = srf.band_support("sentinel2", threshold=0.001)["B2"]
     narrow = srf.band_support("sentinel2", threshold=0.5)["B2"]
