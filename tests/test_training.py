@@ -10,7 +10,8 @@ import torch
 import csakd_fast as cf
 from csakd_fast.training import config as tconfig
 from csakd_fast.training.evaluate import bicubic, evaluate, image_metrics
-from csakd_fast.training.trainer import Trainer, epoch_batches, read_log, train
+from csakd_fast.training.log import read_log
+from csakd_fast.training.trainer import Trainer, epoch_batches, train
 
 L, M = 12, 3
 SRF = (np.eye(M).repeat(L // M, axis=1) / (L // M)).tolist()   # three box bands, rows sum to 1

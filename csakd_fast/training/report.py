@@ -25,7 +25,7 @@ import torch
 from .. import _io, metrics
 from ..data.normalization import to_unit
 from .evaluate import format_table, predict_all, with_baseline
-from .trainer import read_log
+from .log import read_log
 
 ORDER = ("bicubic", "teacher", "student")
 COLOURS = {"bicubic": "tab:gray", "teacher": "tab:blue", "student": "tab:orange"}

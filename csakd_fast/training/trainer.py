@@ -43,6 +43,7 @@ from .. import _io, losses
 from ..models import CSAKDNet, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .evaluate import evaluate, format_table, with_baseline
+from .log import RunLog
 
 STATE_FORMAT = "csakd_fast-train"
 STATE_VERSION = 1
@@ -112,49 +113,6 @@ def _schedule(optimizer, kind: str, cfg: TrainConfig, total_iters: int, iters_pe
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_epochs * iters_per_epoch,
                                                gamma=cfg.step_gamma)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-
-
-class _Log:
-    """log.jsonl (appended, one line per record) and TensorBoard (when installed and enabled)."""
-
-    def __init__(self, out: Path, tensorboard: bool, purge_step: Optional[int]):
-        self.path = out / "log.jsonl"
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is an install requirement; a broken install only loses TB
-                print("csakd-fast: tensorboard is not importable; scalars go to log.jsonl only")
-            else:
-                self.tb = SummaryWriter(str(out / "tb"), purge_step=purge_step)
-
-    def scalars(self, prefix: str, values: Dict[str, float], step: int) -> None:
-        if self.tb is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    self.tb.add_scalar(f"{prefix}/{k}", v, step)
-
-    def record(self, rec: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def read_log(out) -> list:
-    """The records of a run's log.jsonl, cut at the last resume point (a resumed run rewrites
-    the epochs after its checkpoint; the later line of an epoch wins)."""
-    path = Path(out) / "log.jsonl"
-    if not path.is_file():
-        return []
-    by_epoch: Dict[int, dict] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            by_epoch[rec["epoch"]] = rec
-    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def read_state(out) -> dict:
@@ -304,7 +262,7 @@ class Trainer:
     def evaluate(self, dataset) -> dict:
         return evaluate(with_baseline(self.models, self.cfg.scale), dataset, self.device, models=list(self.models.values()))
 
-    def _validate(self, log: _Log, record: dict) -> None:
+    def _validate(self, log: RunLog, record: dict) -> None:
         res = self.evaluate(self.data.val)["mean"]
         record["val"] = res
         for name, m in res.items():
@@ -321,7 +279,7 @@ class Trainer:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         _io.atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-        log = _Log(self.out, cfg.tensorboard, purge_step=self.iter if self.iter else None)
+        log = RunLog(self.out, cfg.tensorboard, purge_step=self.iter if self.iter else None)
         total = cfg.epochs * self.iters_per_epoch
         stop_at = min(total, cfg.max_iters) if cfg.max_iters else total
         bar = _progress(cfg.progress, total, self.iter)
