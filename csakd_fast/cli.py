@@ -50,9 +50,23 @@ def _train(args) -> None:
         if args.config is not None:
             raise ValueError("--config: a resumed run uses its stored settings (flags may change "
                              "only the run-control ones)")
-        train(None, args.out, resume=True, overrides=overrides, report=not args.no_report)
+        result = train(None, args.out, resume=True, overrides=overrides)
     else:
-        train(load_config(args.config, overrides), args.out, report=not args.no_report)
+        result = train(load_config(args.config, overrides), args.out)
+    _print_results(result.metrics)
+    if not args.no_report:
+        from .training.report import write_report
+
+        path = write_report(result.out, result.dataset, result.models, result.metrics, result.device)
+        print(f"report: {path}")
+
+
+def _print_results(res: dict) -> None:
+    """The metric table of a run's final evaluation (its test.json)."""
+    from .training.evaluate import format_table
+
+    which = "; ".join(f"{r}: {w}" for r, w in res["weights"].items())
+    print(format_table(res["mean"], f"{res['split']} metrics, {len(res['images'])} image(s) ({which})"))
 
 
 def _evaluate(args) -> None:

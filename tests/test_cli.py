@@ -12,6 +12,7 @@ import csakd_fast as cf
 from csakd_fast.cli import main
 from csakd_fast.data import read_cube, write_cube
 from csakd_fast.inference import default_output, fuse
+from csakd_fast.training.evaluate import format_table
 
 L, M, S = 12, 3, 4
 SRF = np.eye(M).repeat(L // M, axis=1) / (L // M)
@@ -116,12 +117,20 @@ def test_train_and_resume_through_the_cli(tmp_path, capsys):
     code, stdout, err = _run(base + ["--config", toml, "--max-iters", "1", "--no-report"], capsys)
     assert code == 0, err
     assert json.loads((out / "config.json").read_text())["max_iters"] == 1
+    assert "| student |" in stdout and not (out / "report").exists()          # --no-report
     code, _, err = _run(["train", "--out", out, "--resume", "--set", "lr=0.5"], capsys)
     assert code == 2 and "resume" in err and "lr" in err
-    code, stdout, err = _run(["train", "--out", out, "--resume", "--set", "max_iters=2", "--no-report"], capsys)
+    code, stdout, err = _run(["train", "--out", out, "--resume", "--set", "max_iters=2"], capsys)
     assert code == 0, err
     assert torch.load(out / "state.pt", weights_only=True)["iter"] == 2
-    assert "| student |" in stdout
+    # the command prints the table of test.json (here the validation data: no test data given)
+    # and writes the report
+    res = json.loads((out / "test.json").read_text())
+    which = "; ".join(f"{r}: {w}" for r, w in res["weights"].items())
+    assert format_table(res["mean"], f"val metrics, 1 image(s) ({which})") in stdout
+    assert "| bicubic |" in stdout and "| student |" in stdout
+    assert f"report: {out / 'report' / 'report.md'}" in stdout
+    assert (out / "report" / "report.md").is_file() and (out / "report" / "composites.png").is_file()
 
 
 @pytest.mark.parametrize("argv, match", [

@@ -11,7 +11,8 @@ import csakd_fast as cf
 from csakd_fast.training import config as tconfig
 from csakd_fast.training.evaluate import bicubic, evaluate, image_metrics
 from csakd_fast.training.log import read_log
-from csakd_fast.training.trainer import Trainer, epoch_batches, train
+from csakd_fast.training.report import write_report
+from csakd_fast.training.trainer import Trainer, TrainResult, epoch_batches, train
 
 L, M = 12, 3
 SRF = (np.eye(M).repeat(L // M, axis=1) / (L // M)).tolist()   # three box bands, rows sum to 1
@@ -197,12 +198,23 @@ def test_teacher_and_distill_modes_train_only_their_model(files, tmp_path):
         Trainer(bad, tmp_path / "d2")
 
 
-def test_train_writes_checkpoints_logs_and_report(files, tmp_path, capsys):
+def test_train_writes_checkpoints_and_logs_and_returns_what_the_report_needs(files, tmp_path, capsys):
     out = tmp_path / "run"
-    res = train(_cfg(files, tensorboard=True, eval_every=1), out)
+    cfg = _cfg(files, tensorboard=True, eval_every=1)
+    res = train(cfg, out)
+    assert isinstance(res, TrainResult) and res.out == out and res.device == torch.device("cpu")
+    assert res.config == cfg and res.dataset.mode == "eval" and res.dataset.names == ["test"]
+    assert capsys.readouterr().out == "" and not (out / "report").exists()   # the CLI prints and reports
+    # the returned models are the best checkpoints, the ones test.json scores
+    assert set(res.models) == {"teacher", "student"}
+    for role, model in res.models.items():
+        best = cf.load_checkpoint(out / f"{role}_best.pth").state_dict()
+        assert all(torch.equal(best[k], v) for k, v in model.state_dict().items()), role
+    path = write_report(res.out, res.dataset, res.models, res.metrics, res.device)
+    assert path == out / "report" / "report.md"
     for f in ("config.json", "state.pt", "teacher_best.pth", "student_best.pth", "teacher_last.pth",
               "log.jsonl", "test.json", "report/report.md", "report/composites.png",
-              "report/errors.png", "report/spectra.png", "report/curves.png"):
+              "report/errors.png", "report/spectra.png", "report/curves.png", "report/metrics.json"):
         assert (out / f).is_file(), f
     assert list((out / "tb").iterdir()), "no TensorBoard event file"
     assert not list(out.glob(".*tmp")) and not list((out / "report").glob(".*"))   # atomic writes left nothing
@@ -211,11 +223,10 @@ def test_train_writes_checkpoints_logs_and_report(files, tmp_path, capsys):
     test = json.loads((out / "test.json").read_text())
     assert test["split"] == "test" and test["iterations"] == 4 and set(test["mean"]) == {"bicubic", "teacher", "student"}
     assert test["weights"] == {"teacher": "best by validation SAM", "student": "best by validation SAM"}
-    assert test["mean"]["student"]["psnr"] == pytest.approx(res["mean"]["student"]["psnr"])
+    assert test["mean"]["student"]["psnr"] == pytest.approx(res.metrics["mean"]["student"]["psnr"])
+    assert json.loads((out / "report" / "metrics.json").read_text()) == test
     md = (out / "report" / "report.md").read_text()
     assert "| student |" in md and "PSNR against the bicubic baseline" in md
     log = read_log(out)
     assert [r["epoch"] for r in log] == [0, 1] and all("val" in r and r["crops_per_s"] > 0 for r in log)
     assert log[0]["lr"]["teacher"] < 1e-3 and log[0]["lr"]["student"] == 1e-3   # cosine vs step
-    printed = capsys.readouterr().out
-    assert "| bicubic |" in printed and "report:" in printed

@@ -6,7 +6,7 @@ loop, checkpoints, exact resume), ``log`` (the run's log.jsonl and TensorBoard s
 summary)."""
 from .config import TrainConfig, load_config
 from .evaluate import bicubic, evaluate, format_table
-from .trainer import Trainer, build_datasets, train
+from .trainer import Trainer, TrainResult, build_datasets, train
 
-__all__ = ["TrainConfig", "load_config", "Trainer", "build_datasets", "train", "evaluate",
+__all__ = ["TrainConfig", "load_config", "Trainer", "TrainResult", "build_datasets", "train", "evaluate",
            "bicubic", "format_table"]

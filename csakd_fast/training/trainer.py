@@ -12,7 +12,8 @@ A run writes into one folder (``out``)::
                          metrics of the models and of the bicubic baseline)
     tb/                  TensorBoard scalars (losses per iteration, metrics per epoch)
     test.json            metrics of the best checkpoints on the test data
-    report/              figures and report.md (:mod:`csakd_fast.training.report`)
+    report/              figures and report.md, written by ``csakd-fast train`` (or
+                         ``report.write_report`` with what :func:`train` returns), not here
 
 Iteration: one batch of random crops. Co-training: teacher forward, teacher loss, teacher step;
 then student forward and the student loss against the teacher outputs of that same forward,
@@ -42,7 +43,7 @@ import torch
 from .. import _io, losses
 from ..models import CSAKDNet, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .evaluate import evaluate, format_table, with_baseline
+from .evaluate import evaluate, with_baseline
 from .log import RunLog
 
 STATE_FORMAT = "csakd_fast-train"
@@ -57,6 +58,35 @@ class Datasets:
     train: object
     val: object
     test: Optional[object]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the outcome of a run and what it takes to show it (the
+    ``csakd-fast train`` command prints ``metrics`` as a table and passes the rest to
+    :func:`csakd_fast.training.report.write_report`).
+
+    Attributes:
+        metrics: the final evaluation, as written to ``test.json``: ``{"mean": {name: {metric:
+            float}}, "images": [{"name": str, name: {…}}], "split": "test" | "val", "parameters":
+            {role: int}, "iterations": int, "train_seconds": float, "weights": {role: str}}``,
+            names being ``bicubic`` and the roles.
+        models: the evaluated models by role ("teacher", "student"), on ``device``: the best
+            checkpoints by validation SAM (the last weights where no validation ran yet), and in
+            ``distill`` mode the frozen teacher.
+        dataset: the evaluation FusionDataset those metrics come from (the test data, else the
+            validation data).
+        out: the run folder.
+        device: the device the run trained and evaluated on.
+        config: the run's settings (for a resumed run, the stored ones with the overrides).
+    """
+
+    metrics: dict
+    models: Dict[str, CSAKDNet]
+    dataset: object
+    out: Path
+    device: torch.device
+    config: TrainConfig
 
 
 def resolve_device(name: str) -> torch.device:
@@ -332,6 +362,11 @@ class Trainer:
             log.close()
         return self.final_evaluation()
 
+    @property
+    def eval_data(self):
+        """The dataset of the final evaluation: the test data, else the validation data."""
+        return self.data.test if self.data.test is not None else self.data.val
+
     def _tick(self) -> None:
         """Add the time since the last tick to ``elapsed`` (training time, without evaluation)."""
         now = time.perf_counter()
@@ -340,8 +375,9 @@ class Trainer:
 
     def final_evaluation(self) -> dict:
         """Metrics of the best checkpoints (the last weights where no validation ran yet) on the
-        test data, written to test.json; on the validation data when there is no test data."""
-        dataset = self.data.test if self.data.test is not None else self.data.val
+        test data, written to test.json; on the validation data when there is no test data.
+        The evaluated models are kept in ``final_models``."""
+        dataset = self.eval_data
         models, weights = dict(self.models), {}
         for r in self.trained:
             best = self.out / f"{r}_best.pth"
@@ -369,18 +405,13 @@ def _progress(enabled: bool, total: int, initial: int):
                 mininterval=0.5 if interactive else 30.0, desc="train")
 
 
-def train(cfg: TrainConfig | None, out, *, resume: bool = False, overrides: dict | None = None,
-          report: bool = True) -> dict:
-    """Train per ``cfg`` into ``out`` (see the module doc), print the test table, write the report.
+def train(cfg: TrainConfig | None, out, *, resume: bool = False,
+          overrides: dict | None = None) -> TrainResult:
+    """Train per ``cfg`` into ``out`` (see the module doc) and evaluate the best checkpoints
+    (``test.json``); returns a :class:`TrainResult`. It prints no table and writes no report:
+    the ``csakd-fast train`` command does both from the result.
     ``resume``: continue the run in ``out`` (``cfg`` None; ``overrides`` of RESUMABLE settings)."""
     trainer = Trainer(cfg, out, resume=resume, overrides=overrides)
-    res = trainer.run()
-    which = "; ".join(f"{r}: {w}" for r, w in res["weights"].items())
-    print(format_table(res["mean"], f"{res['split']} metrics, {len(res['images'])} image(s) ({which})"))
-    if report:
-        from .report import write_report
-
-        dataset = trainer.data.test if trainer.data.test is not None else trainer.data.val
-        path = write_report(trainer.out, dataset, trainer.final_models, res, trainer.device)
-        print(f"report: {path}")
-    return res
+    metrics = trainer.run()
+    return TrainResult(metrics=metrics, models=trainer.final_models, dataset=trainer.eval_data,
+                       out=trainer.out, device=trainer.device, config=trainer.cfg)
