@@ -7,6 +7,10 @@
     csakd-fast info
 
 Errors in the arguments or the data end the command with a one-line message and exit status 2.
+
+This module imports only the standard library at the top: numpy, torch and the package's
+modules are imported inside the subcommands, so that ``csakd-fast --help`` (and an argument
+error) answers at once.
 """
 from __future__ import annotations
 
@@ -15,13 +19,13 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def _wavelengths(text):
     """``--wavelengths``: 'cave', a comma list of nm, or a text/.npy file of them."""
     if text is None or text == "cave":
         return text
+    import numpy as np
+
     p = Path(text)
     if p.is_file():
         return np.load(p) if p.suffix == ".npy" else np.loadtxt(p, delimiter=None, ndmin=1)
@@ -70,9 +74,11 @@ def _print_results(res: dict) -> None:
 
 
 def _evaluate(args) -> None:
-    from . import load_checkpoint
+    import numpy as np
+
     from ._io import atomic_write_text
     from .data import FusionDataset, load_reference_scenes
+    from .models import load_checkpoint
     from .training.evaluate import evaluate, format_table, with_baseline
     from .training.trainer import resolve_device
 
@@ -117,7 +123,7 @@ def _fuse(args) -> None:
 
 
 def _report(args) -> None:
-    from . import load_checkpoint
+    from .models import load_checkpoint
     from .training.config import TrainConfig
     from .training.report import write_report
     from .training.trainer import build_datasets, resolve_device

@@ -155,3 +155,43 @@ def test_module_entry_point_and_info():
     r = subprocess.run([sys.executable, "-m", "csakd_fast", "train", "--mode", "bogus"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+HEAVY = ("torch", "numpy", "scipy", "triton", "matplotlib", "h5py", "spectral", "tifffile")
+
+
+def test_help_imports_neither_torch_nor_numpy():
+    """``python -m csakd_fast --help`` (and each subcommand's --help, an argument error, a bare
+    ``import csakd_fast``) in a fresh interpreter imports no heavy module: the package's public
+    names are lazy and the command imports its engine inside the subcommands. (A check on
+    sys.modules rather than a timing: deterministic.)"""
+    code = r"""
+import runpy, sys
+heavy = set(sys.argv[1:])
+import csakd_fast
+assert "torch" not in sys.modules, "import csakd_fast imported torch"
+from csakd_fast.cli import main
+for argv in (["--help"], ["train", "--help"], ["evaluate", "--help"], ["fuse", "--help"],
+             ["report", "--help"], ["info", "--help"], ["train", "--mode", "bogus"]):
+    try:
+        main(argv)
+    except SystemExit as e:
+        assert e.code == (2 if "bogus" in argv else 0), (argv, e.code)
+    else:
+        raise AssertionError(f"{argv}: no SystemExit")
+sys.argv = ["csakd-fast", "--help"]
+try:
+    runpy.run_module("csakd_fast", run_name="__main__", alter_sys=True)
+except SystemExit as e:
+    assert e.code == 0, e.code
+print("MODULES", sorted(m for m in sys.modules if m == "csakd_fast" or m.startswith("csakd_fast.")))
+print("HEAVY", sorted({m.split(".")[0] for m in sys.modules} & heavy))
+"""
+    r = subprocess.run([sys.executable, "-c", code, *HEAVY], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "usage: csakd-fast" in r.stdout and "invalid choice: 'bogus'" in r.stderr
+    assert "HEAVY []" in r.stdout, r.stdout.splitlines()[-1]
+    assert "MODULES ['csakd_fast', 'csakd_fast.cli']" in r.stdout    # runpy runs __main__ as "__main__"
+    # the installed entry point (`python -m csakd_fast`) answers --help as well
+    r = subprocess.run([sys.executable, "-m", "csakd_fast", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "usage: csakd-fast" in r.stdout and "{train,evaluate,fuse,report,info}" in r.stdout
