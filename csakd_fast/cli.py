@@ -35,10 +35,25 @@ def _wavelengths(text):
         raise ValueError(f"--wavelengths: expected 'cave', comma-separated numbers (nm) or a file, got {text!r}")
 
 
+# names the choices of csakd_fast.backends (CHOICES, OPS) without importing it (it imports torch);
+# tests/test_cli.py checks that they agree
+BACKEND_HELP = ("the backend of every fused op: auto, reference, torch, triton, cpp or cuda; or one per "
+                "op as OP=NAME pairs (ops csa, clra; those left out: auto), e.g. csa=cpp,clra=torch")
+
+
+def _backend(spec: str) -> dict:
+    """``--backend``: {op: name} (ValueError naming the flag for a bad spec)."""
+    from . import backends
+
+    return backends.per_op(spec, name="--backend")
+
+
 def _train(args) -> None:
     from .training.config import load_config, parse_value
     from .training.trainer import train
 
+    if args.backend is not None:
+        _backend(args.backend)
     overrides = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
@@ -82,13 +97,14 @@ def _evaluate(args) -> None:
     from .training.evaluate import evaluate, format_table, with_baseline
     from .training.trainer import resolve_device
 
+    backend = _backend(args.backend)
     device = resolve_device(args.device)
     models = {}
     for path in args.checkpoints:
         name = Path(path).stem
         if name in models or name == "bicubic":
             name = f"{name}#{len(models)}"
-        models[name] = load_checkpoint(path, backend=args.backend).to(device)
+        models[name] = load_checkpoint(path, backend=backend).to(device)
     cfg0 = next(iter(models.values())).config
     for name, m in models.items():
         if (m.config.bands, m.config.msi_bands, m.config.scale) != (cfg0.bands, cfg0.msi_bands, cfg0.scale):
@@ -118,7 +134,7 @@ def _fuse(args) -> None:
     from .inference import fuse_files
 
     path = fuse_files(args.checkpoint, args.lr_hsi, args.hr_msi, args.out, device=args.device,
-                      backend=args.backend, key=args.key, band_axis=args.band_axis)
+                      backend=_backend(args.backend), key=args.key, band_axis=args.band_axis)
     print(f"fused: {path}")
 
 
@@ -179,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--crop-size", type=int, dest="crop_size")
     t.add_argument("--lr", type=float)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    t.add_argument("--backend")
+    t.add_argument("--backend", metavar="NAME|OP=NAME,...", help=BACKEND_HELP + " (default: the config's, auto)")
     t.add_argument("--teacher-checkpoint", dest="teacher_checkpoint")
     t.add_argument("--data", nargs="+", help="'reference' or HR-HSI cube files")
     t.add_argument("--val-data", nargs="+", dest="val_data")
@@ -202,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tile", type=int, help="evaluate tiles of this size instead of whole images")
     e.add_argument("--json", help="write the metrics (per image and mean) to this JSON file")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    e.add_argument("--backend", default="auto")
+    e.add_argument("--backend", default="auto", metavar="NAME|OP=NAME,...", help=BACKEND_HELP + " (default auto)")
     e.set_defaults(func=_evaluate)
 
     f = sub.add_parser("fuse", help="fuse an LR-HSI and an HR-MSI file into an HR-HSI file")
@@ -213,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--key", help="variable name in .mat/.npz inputs")
     f.add_argument("--band-axis", type=int, dest="band_axis", help="band axis of .mat/.npy/.npz/TIFF inputs")
     f.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    f.add_argument("--backend", default="auto")
+    f.add_argument("--backend", default="auto", metavar="NAME|OP=NAME,...", help=BACKEND_HELP + " (default auto)")
     f.set_defaults(func=_fuse)
 
     r = sub.add_parser("report", help="(re)write the figures and report.md of a finished run")

@@ -1,6 +1,7 @@
 """The csakd-fast command: fuse round trips in every writable format, evaluate, train/resume
 through the CLI, and its error paths (a one-line message and exit status 2)."""
 import json
+import re
 import subprocess
 import sys
 
@@ -111,16 +112,22 @@ def test_train_and_resume_through_the_cli(tmp_path, capsys):
     toml = tmp_path / "run.toml"
     toml.write_text(f"srf = {json.dumps(SRF.tolist())}\ncrop_size = 8\nbatch_size = 2\ncrops_per_epoch = 2\n"
                     "epochs = 2\nteacher = { nf = 8, gc = 4, heads = 2, attn_dim = 8, layers = [1, 1, 1, 1] }\n"
-                    "student = { nf = 8, gc = 4, heads = 2, attn_dim = 8 }\ntensorboard = false\nprogress = false\n")
+                    "student = { nf = 8, gc = 4, heads = 2, attn_dim = 8 }\ntensorboard = false\nprogress = false\n"
+                    'backend = { csa = "reference" }\n')
     out = tmp_path / "run"
     base = ["train", "--out", out, "--data", files[0], "--val-data", files[1]]
     code, stdout, err = _run(base + ["--config", toml, "--max-iters", "1", "--no-report"], capsys)
     assert code == 0, err
-    assert json.loads((out / "config.json").read_text())["max_iters"] == 1
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["max_iters"] == 1 and stored["backend"] == {"csa": "reference", "clra": "auto"}
     assert "| student |" in stdout and not (out / "report").exists()          # --no-report
     code, _, err = _run(["train", "--out", out, "--resume", "--set", "lr=0.5"], capsys)
     assert code == 2 and "resume" in err and "lr" in err
-    code, stdout, err = _run(["train", "--out", out, "--resume", "--set", "max_iters=2"], capsys)
+    code, _, err = _run(["train", "--out", out, "--resume", "--backend", "csa=torch"], capsys)
+    assert code == 2 and "resume" in err and "backend" in err
+    # the stored per-op choice, given again as text, is the same setting: the resume goes on
+    code, stdout, err = _run(["train", "--out", out, "--resume", "--set", "max_iters=2",
+                              "--backend", "csa=reference,clra=auto"], capsys)
     assert code == 0, err
     assert torch.load(out / "state.pt", weights_only=True)["iter"] == 2
     # the command prints the table of test.json (here the validation data: no test data given)
@@ -141,6 +148,14 @@ def test_train_and_resume_through_the_cli(tmp_path, capsys):
     (["train", "--resume", "--config", "demo"], "--config"),
     (["report", "."], "not a finished training run"),
     (["evaluate", "missing.pth"], "no checkpoint file"),
+    (["train", "--backend", "fast"], "--backend: expected one of"),
+    (["train", "--backend", "csa=cpp,gemm=torch"], "--backend: expected ops among csa, clra"),
+    (["train", "--backend", "csa=cpp,,clra=torch"], "--backend: expected a backend name or OP=NAME pairs"),
+    (["train", "--set", "backend={gemm = 'torch'}"], "backend: expected ops among"),
+    (["train", "--set", "backend=csa=bogus"], "backend['csa']: expected one of"),
+    (["evaluate", "missing.pth", "--backend", "csa=fast"], "--backend['csa']: expected one of"),
+    (["fuse", "missing.pth", "--lr-hsi", "a.npy", "--hr-msi", "b.npy", "--backend", "csa="],
+     "--backend: expected a backend name or OP=NAME pairs"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(argv, match, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -155,6 +170,17 @@ def test_module_entry_point_and_info():
     r = subprocess.run([sys.executable, "-m", "csakd_fast", "train", "--mode", "bogus"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_backend_help_names_every_backend_and_op():
+    from csakd_fast import backends
+    from csakd_fast.cli import BACKEND_HELP, build_parser
+
+    words = set(re.findall(r"[a-z]+", BACKEND_HELP))
+    assert set(backends.CHOICES) <= words and set(backends.OPS) <= words
+    for argv in (["train"], ["evaluate", "c.pth"], ["fuse", "c.pth", "--lr-hsi", "a", "--hr-msi", "b"]):
+        args = build_parser().parse_args(argv + ["--backend", "csa=cpp,clra=torch"])
+        assert args.backend == "csa=cpp,clra=torch"
 
 
 HEAVY = ("torch", "numpy", "scipy", "triton", "matplotlib", "h5py", "spectral", "tifffile")

@@ -74,6 +74,55 @@ def test_config_rejects_bad_values(bad, match):
         cf.training.TrainConfig(**bad)
 
 
+def test_config_backend_is_a_name_or_one_per_op():
+    TC = cf.training.TrainConfig
+    assert TC().backend == "auto" and TC(backend="torch").backend == "torch"
+    both = {"csa": "cpp", "clra": "torch"}
+    assert TC(backend="csa=cpp,clra=torch").backend == both == TC(backend=both).backend
+    assert TC(backend=" clra = torch , csa = cpp ").backend == both
+    # ops left out get auto; one name for every op is stored as that name
+    assert TC(backend="csa=cpp").backend == {"csa": "cpp", "clra": "auto"} == TC(backend={"csa": "cpp"}).backend
+    assert TC(backend={"csa": "torch", "clra": "torch"}).backend == "torch" == TC(backend="csa=torch,clra=torch").backend
+    assert TC(backend={}).backend == "auto"
+    # equal choices, whatever their form, are equal settings; config.json round-trips exactly
+    assert TC(backend="csa=cpp") == TC(backend={"csa": "cpp", "clra": "auto"})
+    c = TC(backend="clra=reference")
+    assert TC.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert json.loads(json.dumps(c.to_dict()))["backend"] == {"csa": "auto", "clra": "reference"}
+
+
+def test_config_backend_from_a_toml_table_and_set(tmp_path):
+    p = tmp_path / "run.toml"
+    p.write_text('backend = { csa = "reference" }\n')
+    assert tconfig.load_config(p).backend == {"csa": "reference", "clra": "auto"}
+    assert tconfig.load_config(p, {"backend": tconfig.parse_value('{clra = "torch"}')}).backend == \
+        {"csa": "auto", "clra": "torch"}
+    assert tconfig.load_config(None, {"backend": tconfig.parse_value("csa=cpp,clra=torch")}).backend == \
+        {"csa": "cpp", "clra": "torch"}
+    p.write_text('backend = { csa = "fast" }\n')
+    with pytest.raises(ValueError, match=r"backend\['csa'\]: expected one of"):
+        tconfig.load_config(p)
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("fast", "backend: expected one of"), ("csa=fast", r"backend\['csa'\]"),
+    ("gemm=torch", "backend: expected ops among"), ({"csa": "cpp", "attn": "torch"}, "expected ops among"),
+    ("csa=cpp,,clra=torch", "OP=NAME pairs"), ("csa=cpp,csa=torch", "OP=NAME pairs"), ("csa=", "OP=NAME"),
+    (3, "expected a name or a mapping"), (["cpp"], "expected a name or a mapping"),
+])
+def test_config_rejects_bad_backends(spec, match):
+    with pytest.raises(ValueError, match=match):
+        cf.training.TrainConfig(backend=spec)
+
+
+def test_trainer_builds_its_models_with_the_per_op_backends(files, tmp_path):
+    t = Trainer(_cfg(files, backend="csa=reference,clra=torch"), tmp_path / "run")
+    for role in ("teacher", "student"):
+        mods = list(t.models[role].modules())
+        assert {m.backend for m in mods if isinstance(m, cf.nn.CLRABlock)} == {"torch"}, role
+        assert {m.backend for m in mods if isinstance(m, cf.nn.CrossSelfAttention)} == {"reference"}, role
+
+
 def test_config_file_and_overrides(tmp_path):
     p = tmp_path / "run.toml"
     p.write_text('mode = "teacher"\nepochs = 3\nteacher = { nf = 16 }\n')
