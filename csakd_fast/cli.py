@@ -165,19 +165,26 @@ def _report(args) -> None:
 
 
 def _info(args) -> None:
+    """Per fused op and device: the usable backends, auto's pick, and why each other one is not
+    usable (``backends.explain``)."""
     import torch
 
     from . import __version__, backends
 
     print(f"csakd_fast {__version__}, torch {torch.__version__}")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for op in ("csa", "clra"):
+    for op in backends.OPS:
         for dev in devices:
-            avail = backends.available(op, dev)
-            print(f"  {op} on {dev}: {', '.join(avail)} (auto: {backends.resolve(op, 'auto', torch.device(dev))})")
-    for b, why in sorted(backends._failures.items()):
-        for w in why:
-            print(f"  {b}: {w}")
+            why_not = backends.explain(op, dev)
+            usable = [b for b, why in why_not.items() if why is None]
+            try:
+                auto = backends.resolve(op, "auto", torch.device(dev))
+            except ValueError as e:
+                auto = f"none, {e}"
+            print(f"  {op} on {dev}: {', '.join(usable) or 'no backend'} (auto: {auto})")
+            for b, why in why_not.items():
+                if why is not None:
+                    print(f"    {b}: not usable: {why}")
 
 
 def build_parser() -> argparse.ArgumentParser:

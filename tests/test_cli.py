@@ -163,6 +163,25 @@ def test_cli_errors_are_one_line_and_exit_2(argv, match, tmp_path, capsys, monke
     assert code == 2 and match in err and err.startswith("csakd-fast ") and err.count("\n") == 1
 
 
+def test_info_lists_usable_backends_autos_pick_and_the_reasons(capsys):
+    from csakd_fast import backends
+
+    code, out, err = _run(["info"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"csakd_fast {cf.__version__}, torch {torch.__version__}")
+    for op in backends.OPS:
+        why_not = backends.explain(op, "cpu")
+        usable = [b for b, why in why_not.items() if why is None]
+        auto = backends.resolve(op, "auto", torch.device("cpu"))
+        i = lines.index(f"  {op} on cpu: {', '.join(usable)} (auto: {auto})")
+        reasons = [f"    {b}: not usable: {why}" for b, why in why_not.items() if why is not None]
+        assert lines[i + 1:i + 1 + len(reasons)] == reasons
+        assert auto in usable and "reference" in usable
+        # every backend is accounted for: usable, or not with its reason
+        assert len(usable) + len(reasons) == len(backends.BACKENDS)
+
+
 def test_module_entry_point_and_info():
     r = subprocess.run([sys.executable, "-m", "csakd_fast", "info"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
