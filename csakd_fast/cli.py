@@ -52,8 +52,8 @@ def _train(args) -> None:
     from .training.config import load_config, parse_value
     from .training.trainer import train
 
-    if args.backend is not None:
-        _backend(args.backend)
+    if args.backend is not None:   # checked here so that a bad spec names the flag; the text
+        _backend(args.backend)     # goes on to TrainConfig.backend, which stores it
     overrides = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
