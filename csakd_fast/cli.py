@@ -7,6 +7,10 @@
     csakd-fast info
 
 Errors in the arguments or the data end the command with a one-line message and exit status 2.
+
+This module imports only the standard library at the top: numpy, torch and the package's
+modules are imported inside the subcommands, so that ``csakd-fast --help`` (and an argument
+error) answers at once.
 """
 from __future__ import annotations
 
@@ -15,13 +19,13 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def _wavelengths(text):
     """``--wavelengths``: 'cave', a comma list of nm, or a text/.npy file of them."""
     if text is None or text == "cave":
         return text
+    import numpy as np
+
     p = Path(text)
     if p.is_file():
         return np.load(p) if p.suffix == ".npy" else np.loadtxt(p, delimiter=None, ndmin=1)
@@ -31,10 +35,25 @@ def _wavelengths(text):
         raise ValueError(f"--wavelengths: expected 'cave', comma-separated numbers (nm) or a file, got {text!r}")
 
 
+# names the choices of csakd_fast.backends (CHOICES, OPS) without importing it (it imports torch);
+# tests/test_cli.py checks that they agree
+BACKEND_HELP = ("the backend of every fused op: auto, reference, torch, triton, cpp or cuda; or one per "
+                "op as OP=NAME pairs (ops csa, clra; those left out: auto), e.g. csa=cpp,clra=torch")
+
+
+def _backend(spec: str) -> dict:
+    """``--backend``: {op: name} (ValueError naming the flag for a bad spec)."""
+    from . import backends
+
+    return backends.per_op(spec, name="--backend")
+
+
 def _train(args) -> None:
     from .training.config import load_config, parse_value
     from .training.trainer import train
 
+    if args.backend is not None:   # checked here so that a bad spec names the flag; the text
+        _backend(args.backend)     # goes on to TrainConfig.backend, which stores it
     overrides = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
@@ -50,25 +69,42 @@ def _train(args) -> None:
         if args.config is not None:
             raise ValueError("--config: a resumed run uses its stored settings (flags may change "
                              "only the run-control ones)")
-        train(None, args.out, resume=True, overrides=overrides, report=not args.no_report)
+        result = train(None, args.out, resume=True, overrides=overrides)
     else:
-        train(load_config(args.config, overrides), args.out, report=not args.no_report)
+        result = train(load_config(args.config, overrides), args.out)
+    _print_results(result.metrics)
+    if not args.no_report:
+        from .training.report import write_report
+
+        path = write_report(result.out, result.dataset, result.models, result.metrics, result.device)
+        print(f"report: {path}")
+
+
+def _print_results(res: dict) -> None:
+    """The metric table of a run's final evaluation (its test.json)."""
+    from .training.evaluate import format_table
+
+    which = "; ".join(f"{r}: {w}" for r, w in res["weights"].items())
+    print(format_table(res["mean"], f"{res['split']} metrics, {len(res['images'])} image(s) ({which})"))
 
 
 def _evaluate(args) -> None:
-    from . import load_checkpoint
+    import numpy as np
+
     from ._io import atomic_write_text
     from .data import FusionDataset, load_reference_scenes
+    from .models import load_checkpoint
     from .training.evaluate import evaluate, format_table, with_baseline
     from .training.trainer import resolve_device
 
+    backend = _backend(args.backend)
     device = resolve_device(args.device)
     models = {}
     for path in args.checkpoints:
         name = Path(path).stem
         if name in models or name == "bicubic":
             name = f"{name}#{len(models)}"
-        models[name] = load_checkpoint(path, backend=args.backend).to(device)
+        models[name] = load_checkpoint(path, backend=backend).to(device)
     cfg0 = next(iter(models.values())).config
     for name, m in models.items():
         if (m.config.bands, m.config.msi_bands, m.config.scale) != (cfg0.bands, cfg0.msi_bands, cfg0.scale):
@@ -98,12 +134,12 @@ def _fuse(args) -> None:
     from .inference import fuse_files
 
     path = fuse_files(args.checkpoint, args.lr_hsi, args.hr_msi, args.out, device=args.device,
-                      backend=args.backend, key=args.key, band_axis=args.band_axis)
+                      backend=_backend(args.backend), key=args.key, band_axis=args.band_axis)
     print(f"fused: {path}")
 
 
 def _report(args) -> None:
-    from . import load_checkpoint
+    from .models import load_checkpoint
     from .training.config import TrainConfig
     from .training.report import write_report
     from .training.trainer import build_datasets, resolve_device
@@ -129,19 +165,26 @@ def _report(args) -> None:
 
 
 def _info(args) -> None:
+    """Per fused op and device: the usable backends, auto's pick, and why each other one is not
+    usable (``backends.explain``)."""
     import torch
 
     from . import __version__, backends
 
     print(f"csakd_fast {__version__}, torch {torch.__version__}")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for op in ("csa", "clra"):
+    for op in backends.OPS:
         for dev in devices:
-            avail = backends.available(op, dev)
-            print(f"  {op} on {dev}: {', '.join(avail)} (auto: {backends.resolve(op, 'auto', torch.device(dev))})")
-        for b, why in backends.explain(op, "cpu").items():
-            if why:
-                print(f"  {op}/{b}: {why}")
+            why_not = backends.explain(op, dev)
+            usable = [b for b, why in why_not.items() if why is None]
+            try:
+                auto = backends.resolve(op, "auto", torch.device(dev))
+            except ValueError as e:
+                auto = f"none, {e}"
+            print(f"  {op} on {dev}: {', '.join(usable) or 'no backend'} (auto: {auto})")
+            for b, why in why_not.items():
+                if why is not None:
+                    print(f"    {b}: not usable: {why}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--crop-size", type=int, dest="crop_size")
     t.add_argument("--lr", type=float)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    t.add_argument("--backend")
+    t.add_argument("--backend", metavar="NAME|OP=NAME,...", help=BACKEND_HELP + " (default: the config's, auto)")
     t.add_argument("--teacher-checkpoint", dest="teacher_checkpoint")
     t.add_argument("--data", nargs="+", help="'reference' or HR-HSI cube files")
     t.add_argument("--val-data", nargs="+", dest="val_data")
@@ -182,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tile", type=int, help="evaluate tiles of this size instead of whole images")
     e.add_argument("--json", help="write the metrics (per image and mean) to this JSON file")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    e.add_argument("--backend", default="auto")
+    e.add_argument("--backend", default="auto", metavar="NAME|OP=NAME,...", help=BACKEND_HELP + " (default auto)")
     e.set_defaults(func=_evaluate)
 
     f = sub.add_parser("fuse", help="fuse an LR-HSI and an HR-MSI file into an HR-HSI file")
@@ -193,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--key", help="variable name in .mat/.npz inputs")
     f.add_argument("--band-axis", type=int, dest="band_axis", help="band axis of .mat/.npy/.npz/TIFF inputs")
     f.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    f.add_argument("--backend", default="auto")
+    f.add_argument("--backend", default="auto", metavar="NAME|OP=NAME,...", help=BACKEND_HELP + " (default auto)")
     f.set_defaults(func=_fuse)
 
     r = sub.add_parser("report", help="(re)write the figures and report.md of a finished run")

@@ -65,7 +65,8 @@ def default_output(lr_path: Path) -> Path:
 def fuse_files(checkpoint, lr_hsi, hr_msi, out=None, *, device="auto", backend="auto", key=None,
                band_axis=None) -> Path:
     """Read the pair, fuse it with the model of ``checkpoint`` and write the HR-HSI (the LR-HSI's
-    wavelengths are kept where the format stores them). Returns the written path."""
+    wavelengths are kept where the format stores them). Returns the written path.
+    ``backend``: a name for every fused op, {op: name} or "csa=cpp,clra=torch" (``load_checkpoint``)."""
     from .models import load_checkpoint
     from .training.trainer import resolve_device
 

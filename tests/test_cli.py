@@ -1,6 +1,7 @@
 """The csakd-fast command: fuse round trips in every writable format, evaluate, train/resume
 through the CLI, and its error paths (a one-line message and exit status 2)."""
 import json
+import re
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import csakd_fast as cf
 from csakd_fast.cli import main
 from csakd_fast.data import read_cube, write_cube
 from csakd_fast.inference import default_output, fuse
+from csakd_fast.training.evaluate import format_table
 
 L, M, S = 12, 3, 4
 SRF = np.eye(M).repeat(L // M, axis=1) / (L // M)
@@ -110,18 +112,32 @@ def test_train_and_resume_through_the_cli(tmp_path, capsys):
     toml = tmp_path / "run.toml"
     toml.write_text(f"srf = {json.dumps(SRF.tolist())}\ncrop_size = 8\nbatch_size = 2\ncrops_per_epoch = 2\n"
                     "epochs = 2\nteacher = { nf = 8, gc = 4, heads = 2, attn_dim = 8, layers = [1, 1, 1, 1] }\n"
-                    "student = { nf = 8, gc = 4, heads = 2, attn_dim = 8 }\ntensorboard = false\nprogress = false\n")
+                    "student = { nf = 8, gc = 4, heads = 2, attn_dim = 8 }\ntensorboard = false\nprogress = false\n"
+                    'backend = { csa = "reference" }\n')
     out = tmp_path / "run"
     base = ["train", "--out", out, "--data", files[0], "--val-data", files[1]]
     code, stdout, err = _run(base + ["--config", toml, "--max-iters", "1", "--no-report"], capsys)
     assert code == 0, err
-    assert json.loads((out / "config.json").read_text())["max_iters"] == 1
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["max_iters"] == 1 and stored["backend"] == {"csa": "reference", "clra": "auto"}
+    assert "| student |" in stdout and not (out / "report").exists()          # --no-report
     code, _, err = _run(["train", "--out", out, "--resume", "--set", "lr=0.5"], capsys)
     assert code == 2 and "resume" in err and "lr" in err
-    code, stdout, err = _run(["train", "--out", out, "--resume", "--set", "max_iters=2", "--no-report"], capsys)
+    code, _, err = _run(["train", "--out", out, "--resume", "--backend", "csa=torch"], capsys)
+    assert code == 2 and "resume" in err and "backend" in err
+    # the stored per-op choice, given again as text, is the same setting: the resume goes on
+    code, stdout, err = _run(["train", "--out", out, "--resume", "--set", "max_iters=2",
+                              "--backend", "csa=reference,clra=auto"], capsys)
     assert code == 0, err
     assert torch.load(out / "state.pt", weights_only=True)["iter"] == 2
-    assert "| student |" in stdout
+    # the command prints the table of test.json (here the validation data: no test data given)
+    # and writes the report
+    res = json.loads((out / "test.json").read_text())
+    which = "; ".join(f"{r}: {w}" for r, w in res["weights"].items())
+    assert format_table(res["mean"], f"val metrics, 1 image(s) ({which})") in stdout
+    assert "| bicubic |" in stdout and "| student |" in stdout
+    assert f"report: {out / 'report' / 'report.md'}" in stdout
+    assert (out / "report" / "report.md").is_file() and (out / "report" / "composites.png").is_file()
 
 
 @pytest.mark.parametrize("argv, match", [
@@ -132,11 +148,38 @@ def test_train_and_resume_through_the_cli(tmp_path, capsys):
     (["train", "--resume", "--config", "demo"], "--config"),
     (["report", "."], "not a finished training run"),
     (["evaluate", "missing.pth"], "no checkpoint file"),
+    (["train", "--backend", "fast"], "--backend: expected one of"),
+    (["train", "--backend", "csa=cpp,gemm=torch"], "--backend: expected ops among csa, clra"),
+    (["train", "--backend", "csa=cpp,,clra=torch"], "--backend: expected a backend name or OP=NAME pairs"),
+    (["train", "--set", "backend={gemm = 'torch'}"], "backend: expected ops among"),
+    (["train", "--set", "backend=csa=bogus"], "backend['csa']: expected one of"),
+    (["evaluate", "missing.pth", "--backend", "csa=fast"], "--backend['csa']: expected one of"),
+    (["fuse", "missing.pth", "--lr-hsi", "a.npy", "--hr-msi", "b.npy", "--backend", "csa="],
+     "--backend: expected a backend name or OP=NAME pairs"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(argv, match, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = _run(argv, capsys)
     assert code == 2 and match in err and err.startswith("csakd-fast ") and err.count("\n") == 1
+
+
+def test_info_lists_usable_backends_autos_pick_and_the_reasons(capsys):
+    from csakd_fast import backends
+
+    code, out, err = _run(["info"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"csakd_fast {cf.__version__}, torch {torch.__version__}")
+    for op in backends.OPS:
+        why_not = backends.explain(op, "cpu")
+        usable = [b for b, why in why_not.items() if why is None]
+        auto = backends.resolve(op, "auto", torch.device("cpu"))
+        i = lines.index(f"  {op} on cpu: {', '.join(usable)} (auto: {auto})")
+        reasons = [f"    {b}: not usable: {why}" for b, why in why_not.items() if why is not None]
+        assert lines[i + 1:i + 1 + len(reasons)] == reasons
+        assert auto in usable and "reference" in usable
+        # every backend is accounted for: usable, or not with its reason
+        assert len(usable) + len(reasons) == len(backends.BACKENDS)
 
 
 def test_module_entry_point_and_info():
@@ -146,3 +189,54 @@ def test_module_entry_point_and_info():
     r = subprocess.run([sys.executable, "-m", "csakd_fast", "train", "--mode", "bogus"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_backend_help_names_every_backend_and_op():
+    from csakd_fast import backends
+    from csakd_fast.cli import BACKEND_HELP, build_parser
+
+    words = set(re.findall(r"[a-z]+", BACKEND_HELP))
+    assert set(backends.CHOICES) <= words and set(backends.OPS) <= words
+    for argv in (["train"], ["evaluate", "c.pth"], ["fuse", "c.pth", "--lr-hsi", "a", "--hr-msi", "b"]):
+        args = build_parser().parse_args(argv + ["--backend", "csa=cpp,clra=torch"])
+        assert args.backend == "csa=cpp,clra=torch"
+
+
+HEAVY = ("torch", "numpy", "scipy", "triton", "matplotlib", "h5py", "spectral", "tifffile")
+
+
+def test_help_imports_neither_torch_nor_numpy():
+    """``python -m csakd_fast --help`` (and each subcommand's --help, an argument error, a bare
+    ``import csakd_fast``) in a fresh interpreter imports no heavy module: the package's public
+    names are lazy and the command imports its engine inside the subcommands. (A check on
+    sys.modules rather than a timing: deterministic.)"""
+    code = r"""
+import runpy, sys
+heavy = set(sys.argv[1:])
+import csakd_fast
+assert "torch" not in sys.modules, "import csakd_fast imported torch"
+from csakd_fast.cli import main
+for argv in (["--help"], ["train", "--help"], ["evaluate", "--help"], ["fuse", "--help"],
+             ["report", "--help"], ["info", "--help"], ["train", "--mode", "bogus"]):
+    try:
+        main(argv)
+    except SystemExit as e:
+        assert e.code == (2 if "bogus" in argv else 0), (argv, e.code)
+    else:
+        raise AssertionError(f"{argv}: no SystemExit")
+sys.argv = ["csakd-fast", "--help"]
+try:
+    runpy.run_module("csakd_fast", run_name="__main__", alter_sys=True)
+except SystemExit as e:
+    assert e.code == 0, e.code
+print("MODULES", sorted(m for m in sys.modules if m == "csakd_fast" or m.startswith("csakd_fast.")))
+print("HEAVY", sorted({m.split(".")[0] for m in sys.modules} & heavy))
+"""
+    r = subprocess.run([sys.executable, "-c", code, *HEAVY], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "usage: csakd-fast" in r.stdout and "invalid choice: 'bogus'" in r.stderr
+    assert "HEAVY []" in r.stdout, r.stdout.splitlines()[-1]
+    assert "MODULES ['csakd_fast', 'csakd_fast.cli']" in r.stdout    # runpy runs __main__ as "__main__"
+    # the installed entry point (`python -m csakd_fast`) answers --help as well
+    r = subprocess.run([sys.executable, "-m", "csakd_fast", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "usage: csakd-fast" in r.stdout and "{train,evaluate,fuse,report,info}" in r.stdout

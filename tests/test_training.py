@@ -10,7 +10,9 @@ import torch
 import csakd_fast as cf
 from csakd_fast.training import config as tconfig
 from csakd_fast.training.evaluate import bicubic, evaluate, image_metrics
-from csakd_fast.training.trainer import Trainer, epoch_batches, read_log, train
+from csakd_fast.training.log import read_log
+from csakd_fast.training.report import write_report
+from csakd_fast.training.trainer import Trainer, TrainResult, epoch_batches, train
 
 L, M = 12, 3
 SRF = (np.eye(M).repeat(L // M, axis=1) / (L // M)).tolist()   # three box bands, rows sum to 1
@@ -70,6 +72,55 @@ def test_config_defaults_are_the_papers():
 def test_config_rejects_bad_values(bad, match):
     with pytest.raises(ValueError, match=match):
         cf.training.TrainConfig(**bad)
+
+
+def test_config_backend_is_a_name_or_one_per_op():
+    TC = cf.training.TrainConfig
+    assert TC().backend == "auto" and TC(backend="torch").backend == "torch"
+    both = {"csa": "cpp", "clra": "torch"}
+    assert TC(backend="csa=cpp,clra=torch").backend == both == TC(backend=both).backend
+    assert TC(backend=" clra = torch , csa = cpp ").backend == both
+    # ops left out get auto; one name for every op is stored as that name
+    assert TC(backend="csa=cpp").backend == {"csa": "cpp", "clra": "auto"} == TC(backend={"csa": "cpp"}).backend
+    assert TC(backend={"csa": "torch", "clra": "torch"}).backend == "torch" == TC(backend="csa=torch,clra=torch").backend
+    assert TC(backend={}).backend == "auto"
+    # equal choices, whatever their form, are equal settings; config.json round-trips exactly
+    assert TC(backend="csa=cpp") == TC(backend={"csa": "cpp", "clra": "auto"})
+    c = TC(backend="clra=reference")
+    assert TC.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert json.loads(json.dumps(c.to_dict()))["backend"] == {"csa": "auto", "clra": "reference"}
+
+
+def test_config_backend_from_a_toml_table_and_set(tmp_path):
+    p = tmp_path / "run.toml"
+    p.write_text('backend = { csa = "reference" }\n')
+    assert tconfig.load_config(p).backend == {"csa": "reference", "clra": "auto"}
+    assert tconfig.load_config(p, {"backend": tconfig.parse_value('{clra = "torch"}')}).backend == \
+        {"csa": "auto", "clra": "torch"}
+    assert tconfig.load_config(None, {"backend": tconfig.parse_value("csa=cpp,clra=torch")}).backend == \
+        {"csa": "cpp", "clra": "torch"}
+    p.write_text('backend = { csa = "fast" }\n')
+    with pytest.raises(ValueError, match=r"backend\['csa'\]: expected one of"):
+        tconfig.load_config(p)
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("fast", "backend: expected one of"), ("csa=fast", r"backend\['csa'\]"),
+    ("gemm=torch", "backend: expected ops among"), ({"csa": "cpp", "attn": "torch"}, "expected ops among"),
+    ("csa=cpp,,clra=torch", "OP=NAME pairs"), ("csa=cpp,csa=torch", "OP=NAME pairs"), ("csa=", "OP=NAME"),
+    (3, "expected a name or a mapping"), (["cpp"], "expected a name or a mapping"),
+])
+def test_config_rejects_bad_backends(spec, match):
+    with pytest.raises(ValueError, match=match):
+        cf.training.TrainConfig(backend=spec)
+
+
+def test_trainer_builds_its_models_with_the_per_op_backends(files, tmp_path):
+    t = Trainer(_cfg(files, backend="csa=reference,clra=torch"), tmp_path / "run")
+    for role in ("teacher", "student"):
+        mods = list(t.models[role].modules())
+        assert {m.backend for m in mods if isinstance(m, cf.nn.CLRABlock)} == {"torch"}, role
+        assert {m.backend for m in mods if isinstance(m, cf.nn.CrossSelfAttention)} == {"reference"}, role
 
 
 def test_config_file_and_overrides(tmp_path):
@@ -196,12 +247,23 @@ def test_teacher_and_distill_modes_train_only_their_model(files, tmp_path):
         Trainer(bad, tmp_path / "d2")
 
 
-def test_train_writes_checkpoints_logs_and_report(files, tmp_path, capsys):
+def test_train_writes_checkpoints_and_logs_and_returns_what_the_report_needs(files, tmp_path, capsys):
     out = tmp_path / "run"
-    res = train(_cfg(files, tensorboard=True, eval_every=1), out)
+    cfg = _cfg(files, tensorboard=True, eval_every=1)
+    res = train(cfg, out)
+    assert isinstance(res, TrainResult) and res.out == out and res.device == torch.device("cpu")
+    assert res.config == cfg and res.dataset.mode == "eval" and res.dataset.names == ["test"]
+    assert capsys.readouterr().out == "" and not (out / "report").exists()   # the CLI prints and reports
+    # the returned models are the best checkpoints, the ones test.json scores
+    assert set(res.models) == {"teacher", "student"}
+    for role, model in res.models.items():
+        best = cf.load_checkpoint(out / f"{role}_best.pth").state_dict()
+        assert all(torch.equal(best[k], v) for k, v in model.state_dict().items()), role
+    path = write_report(res.out, res.dataset, res.models, res.metrics, res.device)
+    assert path == out / "report" / "report.md"
     for f in ("config.json", "state.pt", "teacher_best.pth", "student_best.pth", "teacher_last.pth",
               "log.jsonl", "test.json", "report/report.md", "report/composites.png",
-              "report/errors.png", "report/spectra.png", "report/curves.png"):
+              "report/errors.png", "report/spectra.png", "report/curves.png", "report/metrics.json"):
         assert (out / f).is_file(), f
     assert list((out / "tb").iterdir()), "no TensorBoard event file"
     assert not list(out.glob(".*tmp")) and not list((out / "report").glob(".*"))   # atomic writes left nothing
@@ -210,11 +272,10 @@ def test_train_writes_checkpoints_logs_and_report(files, tmp_path, capsys):
     test = json.loads((out / "test.json").read_text())
     assert test["split"] == "test" and test["iterations"] == 4 and set(test["mean"]) == {"bicubic", "teacher", "student"}
     assert test["weights"] == {"teacher": "best by validation SAM", "student": "best by validation SAM"}
-    assert test["mean"]["student"]["psnr"] == pytest.approx(res["mean"]["student"]["psnr"])
+    assert test["mean"]["student"]["psnr"] == pytest.approx(res.metrics["mean"]["student"]["psnr"])
+    assert json.loads((out / "report" / "metrics.json").read_text()) == test
     md = (out / "report" / "report.md").read_text()
     assert "| student |" in md and "PSNR against the bicubic baseline" in md
     log = read_log(out)
     assert [r["epoch"] for r in log] == [0, 1] and all("val" in r and r["crops_per_s"] > 0 for r in log)
     assert log[0]["lr"]["teacher"] < 1e-3 and log[0]["lr"]["student"] == 1e-3   # cosine vs step
-    printed = capsys.readouterr().out
-    assert "| bicubic |" in printed and "report:" in printed

@@ -78,6 +78,13 @@ def _int(name, v, minimum=1):
     return int(v)
 
 
+def _multiple(name, v, s):
+    v = _int(name, v)
+    if v % s:
+        raise ValueError(f"{name}: expected a multiple of scale={s}, got {v}")
+    return v
+
+
 def _snr_or_none(name, v):
     if v is None:
         return None
@@ -138,17 +145,25 @@ class FusionDataset(torch.utils.data.Dataset):
         if names is not None and (isinstance(names, str) or len(names) != len(sources)):
             raise ValueError(f"names: expected {len(sources)} names (one per cube), got {names!r}")
         if mode == "train":   # cheap checks first: the cubes are degraded below
-            crop_size = _int("crop_size", crop_size)
-            if crop_size % s:
-                raise ValueError(f"crop_size: expected a multiple of scale={s}, got {crop_size}")
+            crop_size = _multiple("crop_size", crop_size, s)
         elif tile is not None:
-            tile = _int("tile", tile)
-            if tile % s:
-                raise ValueError(f"tile: expected a multiple of scale={s}, got {tile}")
+            tile = _multiple("tile", tile, s)
         reader_kwargs = dict(reader_kwargs or {})
         if "wavelengths" in reader_kwargs:
             raise ValueError("reader_kwargs: pass wavelengths as FusionDataset(wavelengths=...)")
 
+        self._prepare(sources, srf, wavelengths, names, reader_kwargs, sigma, misregistration)
+        if mode == "train":
+            self._index_crops(crop_size, crops_per_epoch)
+        else:
+            self._index_tiles(tile)
+
+    # ------------------------------------------------------------------ construction helpers
+
+    def _prepare(self, sources, srf, wavelengths, names, reader_kwargs, sigma, misregistration) -> None:
+        """Read, trim, normalise and degrade every cube (``_cubes``); set ``bands``,
+        ``msi_bands`` and ``srf``."""
+        s = self.scale
         srf_fixed = None if isinstance(srf, str) else resolve_srf(srf)
         srf_cache: dict[tuple, np.ndarray] = {}
         self._cubes: list[_Prepared] = []
@@ -161,19 +176,7 @@ class FusionDataset(torch.utils.data.Dataset):
                 raise ValueError(f"cubes: expected the same number of bands in every cube, got "
                                  f"{self._cubes[0].hr.shape[2]} in {self._cubes[0].name!r} and "
                                  f"{data.shape[2]} in {name!r}")
-            if srf_fixed is not None:
-                m = srf_fixed
-                if m.shape[1] != data.shape[2]:
-                    raise ValueError(f"srf: expected an (M, {data.shape[2]}) matrix for cube {name!r} "
-                                     f"with {data.shape[2]} bands, got shape ({m.shape[0]}, {m.shape[1]})")
-            else:
-                if wl is None:
-                    raise ValueError(f"wavelengths: cube {name!r} has no band centres; the SRF of "
-                                     f"sensor {srf!r} needs them (pass wavelengths=)")
-                k = tuple(np.round(wl, 9).tolist())
-                if k not in srf_cache:
-                    srf_cache[k] = resolve_srf(srf, wl)
-                m = srf_cache[k]
+            m = self._cube_srf(name, data.shape[2], wl, srf, srf_fixed, srf_cache)
             unit, vmin, vmax = normalize(data, name=f"cube {name!r}")
             del data
             lr, msi = simulate_pair(unit, m, s, sigma=sigma, misregistration=misregistration)
@@ -186,25 +189,43 @@ class FusionDataset(torch.utils.data.Dataset):
         self.bands, self.msi_bands = self._cubes[0].hr.shape[2], msi_bands.pop()
         self.srf = srf_fixed if srf_fixed is not None else (next(iter(srf_cache.values())) if len(srf_cache) == 1 else None)
 
-        if mode == "train":
-            self.crop_size = C = crop_size
-            for c in self._cubes:
-                if min(c.hr.shape[:2]) < C:
-                    raise ValueError(f"crop_size: expected at most the smallest cube side; cube {c.name!r} "
-                                     f"is {c.hr.shape[0]}×{c.hr.shape[1]}, crop_size is {C}")
-            default_len = sum(max(1, (c.hr.shape[0] // C) * (c.hr.shape[1] // C)) for c in self._cubes)
-            self.crops_per_epoch = default_len if crops_per_epoch is None else _int("crops_per_epoch", crops_per_epoch)
-            area = np.array([c.hr.shape[0] * c.hr.shape[1] for c in self._cubes], dtype=np.float64)
-            self._cum_area = np.cumsum(area) / area.sum()
-            self.tile = None
-        else:
-            self.crop_size = None
-            self.tile = tile
-            self._tiles = [(k, y, x, th, tw) for k, c in enumerate(self._cubes)
-                           for (y, th) in self._starts(c.hr.shape[0], tile)
-                           for (x, tw) in self._starts(c.hr.shape[1], tile)]
+    @staticmethod
+    def _cube_srf(name, bands, wl, srf, srf_fixed, srf_cache) -> np.ndarray:
+        """The (M, L) SRF of one cube: the given matrix, or the sensor's on the cube's wavelengths
+        (one matrix per wavelength grid, in ``srf_cache``)."""
+        if srf_fixed is not None:
+            if srf_fixed.shape[1] != bands:
+                raise ValueError(f"srf: expected an (M, {bands}) matrix for cube {name!r} "
+                                 f"with {bands} bands, got shape ({srf_fixed.shape[0]}, {srf_fixed.shape[1]})")
+            return srf_fixed
+        if wl is None:
+            raise ValueError(f"wavelengths: cube {name!r} has no band centres; the SRF of "
+                             f"sensor {srf!r} needs them (pass wavelengths=)")
+        k = tuple(np.round(wl, 9).tolist())
+        if k not in srf_cache:
+            srf_cache[k] = resolve_srf(srf, wl)
+        return srf_cache[k]
 
-    # ------------------------------------------------------------------ construction helpers
+    def _index_crops(self, crop_size: int, crops_per_epoch) -> None:
+        """Training: the crop size, ``len`` and the area-proportional choice of cubes."""
+        self.crop_size = C = crop_size
+        for c in self._cubes:
+            if min(c.hr.shape[:2]) < C:
+                raise ValueError(f"crop_size: expected at most the smallest cube side; cube {c.name!r} "
+                                 f"is {c.hr.shape[0]}×{c.hr.shape[1]}, crop_size is {C}")
+        default_len = sum(max(1, (c.hr.shape[0] // C) * (c.hr.shape[1] // C)) for c in self._cubes)
+        self.crops_per_epoch = default_len if crops_per_epoch is None else _int("crops_per_epoch", crops_per_epoch)
+        area = np.array([c.hr.shape[0] * c.hr.shape[1] for c in self._cubes], dtype=np.float64)
+        self._cum_area = np.cumsum(area) / area.sum()
+        self.tile = None
+
+    def _index_tiles(self, tile) -> None:
+        """Evaluation: the items, (cube, y, x, height, width) of each whole cube or tile."""
+        self.crop_size = None
+        self.tile = tile
+        self._tiles = [(k, y, x, th, tw) for k, c in enumerate(self._cubes)
+                       for (y, th) in self._starts(c.hr.shape[0], tile)
+                       for (x, tw) in self._starts(c.hr.shape[1], tile)]
 
     @staticmethod
     def _as_list(cubes) -> list:
@@ -255,8 +276,9 @@ class FusionDataset(torch.utils.data.Dataset):
         if H2 == 0 or W2 == 0:
             raise ValueError(f"cube {name!r}: expected sides of at least scale={s} pixels, got {H}×{W}")
         if (H2, W2) != (H, W):
+            # stacklevel 4 (_trim < _prepare < __init__): the warning names the code that built the dataset
             warnings.warn(f"cube {name!r}: {H}×{W} trimmed to {H2}×{W2} (multiples of scale={s}; the "
-                          "last rows/columns are dropped)", stacklevel=3)
+                          "last rows/columns are dropped)", stacklevel=4)
             data = data[:H2, :W2]
         return data
 

@@ -9,6 +9,7 @@ without a dependency (``tomllib``); the keys are the field names below, flat, e.
     epochs = 800
     teacher = { nf = 86, gc = 43 }          # CSAKDConfig overrides of the teacher preset
     student = { layers = [1, 4, 4, 1] }
+    backend = { csa = "cpp" }               # per fused op (or one name: backend = "torch")
 
 Paper defaults (design.md §2): AdamW lr 1e-4, teacher cosine schedule, student StepLR(100
 epochs, ×0.9), 128² crops, batch 8, 800 epochs, 35 dB noise on the LR-HSI, loss weights 0.1.
@@ -44,6 +45,10 @@ class TrainConfig:
     Data: ``data`` is ``"reference"`` (the embedded scenes: train/val/test splits) or a list of
     HR-HSI cube files (then ``val_data``/``test_data`` name held-out files; ``srf`` a sensor name
     or an (M, L) matrix as nested lists; ``wavelengths`` for files without band centres).
+
+    Backends: ``backend`` is one name for every fused op or one per op, as a table
+    (``backend = { csa = "cpp", clra = "torch" }``) or as text (``--backend csa=cpp,clra=torch``);
+    :func:`csakd_fast.backends.per_op` validates it.
     """
 
     mode: str = "cotrain"
@@ -67,7 +72,11 @@ class TrainConfig:
     teacher: dict = field(default_factory=dict)
     student: dict = field(default_factory=dict)
     teacher_checkpoint: Optional[str] = None
-    backend: str = "auto"
+    # the backend of every fused op ("auto", "reference", "torch", "triton", "cpp", "cuda"), or one
+    # per op: a table ``backend = { csa = "cpp", clra = "torch" }`` or the text "csa=cpp,clra=torch"
+    # (ops left out: "auto"). Stored as one name when every op gets the same, else as the full
+    # table {op: name} (see _backend_setting).
+    backend: Any = "auto"
     # --- optimisation ----------------------------------------------------------------------
     epochs: int = 800
     lr: float = 1e-4
@@ -117,7 +126,7 @@ class TrainConfig:
         _checks.choice("student_schedule", self.student_schedule, SCHEDULES)
         _checks.choice("teacher_preset", self.teacher_preset, ("teacher", "teacher_large", "student"))
         _checks.choice("student_preset", self.student_preset, ("student", "teacher", "teacher_large"))
-        _checks.choice("backend", self.backend, backends.CHOICES)
+        self.backend = _backend_setting(self.backend)
         _checks.choice("device", self.device, ("auto", "cpu", "cuda"))
         for name in ("teacher", "student"):
             overrides = getattr(self, name)
@@ -195,6 +204,16 @@ def parse_value(text: str):
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+def _backend_setting(spec):
+    """``backend`` validated with :func:`csakd_fast.backends.per_op` and in one canonical form: a
+    name when every op gets the same one, else {op: name} over ``backends.OPS``. The form is plain
+    JSON (config.json, state.pt), and equal choices compare equal however they were written, so
+    that a resumed run given the same choice in another form is not refused."""
+    per_op = backends.per_op(spec, name="backend")
+    names = set(per_op.values())
+    return names.pop() if len(names) == 1 else per_op
 
 
 def _positive(name, v, allow_zero=False):

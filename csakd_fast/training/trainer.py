@@ -12,7 +12,8 @@ A run writes into one folder (``out``)::
                          metrics of the models and of the bicubic baseline)
     tb/                  TensorBoard scalars (losses per iteration, metrics per epoch)
     test.json            metrics of the best checkpoints on the test data
-    report/              figures and report.md (:mod:`csakd_fast.training.report`)
+    report/              figures and report.md, written by ``csakd-fast train`` (or
+                         ``report.write_report`` with what :func:`train` returns), not here
 
 Iteration: one batch of random crops. Co-training: teacher forward, teacher loss, teacher step;
 then student forward and the student loss against the teacher outputs of that same forward,
@@ -42,7 +43,8 @@ import torch
 from .. import _io, losses
 from ..models import CSAKDNet, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .evaluate import evaluate, format_table, with_baseline
+from .evaluate import evaluate, with_baseline
+from .log import RunLog
 
 STATE_FORMAT = "csakd_fast-train"
 STATE_VERSION = 1
@@ -56,6 +58,35 @@ class Datasets:
     train: object
     val: object
     test: Optional[object]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the outcome of a run and what it takes to show it (the
+    ``csakd-fast train`` command prints ``metrics`` as a table and passes the rest to
+    :func:`csakd_fast.training.report.write_report`).
+
+    Attributes:
+        metrics: the final evaluation, as written to ``test.json``: ``{"mean": {name: {metric:
+            float}}, "images": [{"name": str, name: {…}}], "split": "test" | "val", "parameters":
+            {role: int}, "iterations": int, "train_seconds": float, "weights": {role: str}}``,
+            names being ``bicubic`` and the roles.
+        models: the evaluated models by role ("teacher", "student"), on ``device``: the best
+            checkpoints by validation SAM (the last weights where no validation ran yet), and in
+            ``distill`` mode the frozen teacher.
+        dataset: the evaluation FusionDataset those metrics come from (the test data, else the
+            validation data).
+        out: the run folder.
+        device: the device the run trained and evaluated on.
+        config: the run's settings (for a resumed run, the stored ones with the overrides).
+    """
+
+    metrics: dict
+    models: Dict[str, CSAKDNet]
+    dataset: object
+    out: Path
+    device: torch.device
+    config: TrainConfig
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,49 +143,6 @@ def _schedule(optimizer, kind: str, cfg: TrainConfig, total_iters: int, iters_pe
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_epochs * iters_per_epoch,
                                                gamma=cfg.step_gamma)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-
-
-class _Log:
-    """log.jsonl (appended, one line per record) and TensorBoard (when installed and enabled)."""
-
-    def __init__(self, out: Path, tensorboard: bool, purge_step: Optional[int]):
-        self.path = out / "log.jsonl"
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is an install requirement; a broken install only loses TB
-                print("csakd-fast: tensorboard is not importable; scalars go to log.jsonl only")
-            else:
-                self.tb = SummaryWriter(str(out / "tb"), purge_step=purge_step)
-
-    def scalars(self, prefix: str, values: Dict[str, float], step: int) -> None:
-        if self.tb is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    self.tb.add_scalar(f"{prefix}/{k}", v, step)
-
-    def record(self, rec: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def read_log(out) -> list:
-    """The records of a run's log.jsonl, cut at the last resume point (a resumed run rewrites
-    the epochs after its checkpoint; the later line of an epoch wins)."""
-    path = Path(out) / "log.jsonl"
-    if not path.is_file():
-        return []
-    by_epoch: Dict[int, dict] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            by_epoch[rec["epoch"]] = rec
-    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def read_state(out) -> dict:
@@ -304,7 +292,7 @@ class Trainer:
     def evaluate(self, dataset) -> dict:
         return evaluate(with_baseline(self.models, self.cfg.scale), dataset, self.device, models=list(self.models.values()))
 
-    def _validate(self, log: _Log, record: dict) -> None:
+    def _validate(self, log: RunLog, record: dict) -> None:
         res = self.evaluate(self.data.val)["mean"]
         record["val"] = res
         for name, m in res.items():
@@ -321,7 +309,7 @@ class Trainer:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         _io.atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-        log = _Log(self.out, cfg.tensorboard, purge_step=self.iter if self.iter else None)
+        log = RunLog(self.out, cfg.tensorboard, purge_step=self.iter if self.iter else None)
         total = cfg.epochs * self.iters_per_epoch
         stop_at = min(total, cfg.max_iters) if cfg.max_iters else total
         bar = _progress(cfg.progress, total, self.iter)
@@ -374,6 +362,11 @@ class Trainer:
             log.close()
         return self.final_evaluation()
 
+    @property
+    def eval_data(self):
+        """The dataset of the final evaluation: the test data, else the validation data."""
+        return self.data.test if self.data.test is not None else self.data.val
+
     def _tick(self) -> None:
         """Add the time since the last tick to ``elapsed`` (training time, without evaluation)."""
         now = time.perf_counter()
@@ -382,8 +375,9 @@ class Trainer:
 
     def final_evaluation(self) -> dict:
         """Metrics of the best checkpoints (the last weights where no validation ran yet) on the
-        test data, written to test.json; on the validation data when there is no test data."""
-        dataset = self.data.test if self.data.test is not None else self.data.val
+        test data, written to test.json; on the validation data when there is no test data.
+        The evaluated models are kept in ``final_models``."""
+        dataset = self.eval_data
         models, weights = dict(self.models), {}
         for r in self.trained:
             best = self.out / f"{r}_best.pth"
@@ -411,18 +405,13 @@ def _progress(enabled: bool, total: int, initial: int):
                 mininterval=0.5 if interactive else 30.0, desc="train")
 
 
-def train(cfg: TrainConfig | None, out, *, resume: bool = False, overrides: dict | None = None,
-          report: bool = True) -> dict:
-    """Train per ``cfg`` into ``out`` (see the module doc), print the test table, write the report.
+def train(cfg: TrainConfig | None, out, *, resume: bool = False,
+          overrides: dict | None = None) -> TrainResult:
+    """Train per ``cfg`` into ``out`` (see the module doc) and evaluate the best checkpoints
+    (``test.json``); returns a :class:`TrainResult`. It prints no table and writes no report:
+    the ``csakd-fast train`` command does both from the result.
     ``resume``: continue the run in ``out`` (``cfg`` None; ``overrides`` of RESUMABLE settings)."""
     trainer = Trainer(cfg, out, resume=resume, overrides=overrides)
-    res = trainer.run()
-    which = "; ".join(f"{r}: {w}" for r, w in res["weights"].items())
-    print(format_table(res["mean"], f"{res['split']} metrics, {len(res['images'])} image(s) ({which})"))
-    if report:
-        from .report import write_report
-
-        dataset = trainer.data.test if trainer.data.test is not None else trainer.data.val
-        path = write_report(trainer.out, dataset, trainer.final_models, res, trainer.device)
-        print(f"report: {path}")
-    return res
+    metrics = trainer.run()
+    return TrainResult(metrics=metrics, models=trainer.final_models, dataset=trainer.eval_data,
+                       out=trainer.out, device=trainer.device, config=trainer.cfg)
