@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import csakd_fast as cf
+from conftest import requires
 from csakd_fast.cli import main
 from csakd_fast.data import read_cube, write_cube
 from csakd_fast.inference import default_output, fuse
@@ -44,7 +45,8 @@ def _run(argv, capsys):
     return code, cap.out, cap.err
 
 
-@pytest.mark.parametrize("suffix", [".npy", ".mat", ".hdr", ".tif"])
+@pytest.mark.parametrize("suffix", [".npy", ".mat", pytest.param(".hdr", marks=requires("spectral")),
+                                    ".tif"])
 def test_fuse_round_trip(checkpoint, pair, tmp_path, suffix, capsys):
     path, model = checkpoint
     lr, msi, _ = pair
@@ -85,6 +87,7 @@ def test_fuse_errors(checkpoint, pair, tmp_path, capsys):
         fuse(model, np.ones_like(lr), msi)
 
 
+@requires("pyrsr")   # the default srf, sentinel2
 def test_evaluate_command(checkpoint, pair, tmp_path, capsys):
     path, _ = checkpoint
     _, _, hr = pair
@@ -102,6 +105,7 @@ def test_evaluate_command(checkpoint, pair, tmp_path, capsys):
     assert code == 2 and ("--data" in err or "srf" in err)
 
 
+@requires("matplotlib", "tensorboard")   # the report and the TensorBoard scalars
 def test_train_and_resume_through_the_cli(tmp_path, capsys):
     rng = np.random.default_rng(0)
     files = []

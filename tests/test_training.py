@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import csakd_fast as cf
+from conftest import requires
 from csakd_fast.training import config as tconfig
 from csakd_fast.training.evaluate import bicubic, evaluate, image_metrics
 from csakd_fast.training.log import read_log
@@ -247,6 +248,7 @@ def test_teacher_and_distill_modes_train_only_their_model(files, tmp_path):
         Trainer(bad, tmp_path / "d2")
 
 
+@requires("matplotlib", "tensorboard")   # the report and the TensorBoard scalars
 def test_train_writes_checkpoints_and_logs_and_returns_what_the_report_needs(files, tmp_path, capsys):
     out = tmp_path / "run"
     cfg = _cfg(files, tensorboard=True, eval_every=1)
