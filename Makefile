@@ -7,9 +7,11 @@ PY := $(VENV)/bin/python
 # is kept.
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
-# the native extension csakd_fast._C (csrc/, kernels/): rebuilt in place when a source changes
+# the native extension csakd_fast._C (csrc/ and csrc/<op>/: C++; kernels/<op>/: CUDA): rebuilt in
+# place when a source or header changes, at any depth
 NATIVE := $(VENV)/.native
-NATIVE_SRC := $(wildcard csrc/*.cpp csrc/*.h kernels/*.cu kernels/*.h) setup.py
+NATIVE_SRC := $(shell find csrc kernels -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' \
+                -o -name '*.cuh' \) 2>/dev/null) setup.py tools/cuda_toolkit.py
 
 .PHONY: venv native native-check test demo bench clean
 
@@ -43,7 +45,7 @@ $(NATIVE): $(STAMP) $(NATIVE_SRC)
 # nvcc is) and its native test of the CPU passes (ctest)
 CMAKE_DIR ?= build/cmake
 native-check: venv
-	$(PY) kernels/ptxas_report.py --if-nvcc
+	$(PY) tools/ptxas_report.py --if-nvcc
 	@if command -v cmake >/dev/null; then \
 	  cmake -S . -B $(CMAKE_DIR) --log-level=WARNING -DPython_EXECUTABLE=$(abspath $(PY)) && \
 	  cmake --build $(CMAKE_DIR) -j $$(nproc) && \

@@ -11,9 +11,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "csa_cpu.h"
+#include "csa/csa_cpu.h"
 #ifdef CSAKD_WITH_CUDA
-#include "../kernels/csa_cuda.h"
+#include "../kernels/csa/csa_cuda.h"
 #endif
 
 namespace py = pybind11;

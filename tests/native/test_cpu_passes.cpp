@@ -1,4 +1,4 @@
-// ctest: the CPU passes (csrc/csa_cpu.h) against naive loops written from the formulas, for both
+// ctest: the CPU passes (csrc/csa/csa_cpu.h) against naive loops written from the formulas, for both
 // builds (baseline, AVX2 where the CPU has it), float and double, on shapes with ragged tiles,
 // several tiles per row and factor 1, 2 and 4 (x1 and x3 coarse or not), 1 and 3 threads.
 // Independent of torch and Python: a failure here is in the C++ passes themselves.
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "csa_cpu.h"
+#include "csa/csa_cpu.h"
 
 using namespace csakd::cpu;
 

@@ -1,7 +1,7 @@
 // CUDA pixel passes of the fused CSA (declared in csa_cuda.h); the algorithm is design.md §3 and
-// the formulas those of csakd_fast/ops/csa_torch.py, split as in the CPU passes (csrc/).
+// the formulas those of csakd_fast/ops/csa_torch.py, split as in the CPU passes (csrc/csa/).
 //
-// Tiles (as csrc/csa_cpu_impl.h): `n` ≤ TL consecutive coarse pixels of one coarse row at factor S
+// Tiles (as csrc/csa/csa_cpu_impl.h): `n` ≤ TL consecutive coarse pixels of one coarse row at factor S
 // and the S×S fine pixels under each (S = 1: the image is one long row). A block owns one tile at
 // a time; its coarse maps (x1, x3 at factor S) sit in shared memory as zero-padded float panels
 // (CP × LP, CP = C rounded up to 16) and the C×C products on them run on

@@ -1,7 +1,7 @@
 """Compile kernels/ for sm_90 (compile only) and keep ptxas's resource report in PTXAS_REPORT.md.
 
-    python kernels/ptxas_report.py            # compile, rewrite kernels/PTXAS_REPORT.md, check
-    python kernels/ptxas_report.py --if-nvcc  # the same, but a machine without nvcc only says so
+    python tools/ptxas_report.py            # compile, rewrite kernels/PTXAS_REPORT.md, check
+    python tools/ptxas_report.py --if-nvcc  # the same, but a machine without nvcc only says so
 
 Fails (exit 1) on a compile error, and on any kernel with a stack frame or spill traffic: every
 kernel here is on the hot path of a pass, and local memory there is a defect to fix (a register
@@ -20,8 +20,10 @@ from pathlib import Path
 
 from cuda_toolkit import find_nvcc
 
-HERE = Path(__file__).resolve().parent
-SOURCES = ["csa_cuda.cu"]
+ROOT = Path(__file__).resolve().parents[1]
+KERNELS = ROOT / "kernels"
+# every translation unit under kernels/ (kernels/<op>/*.cu)
+SOURCES = sorted(p.relative_to(ROOT).as_posix() for p in KERNELS.glob("**/*.cu"))
 ARCH = "sm_90"
 FLAGS = ["-O3", "-std=c++17", "-lineinfo", f"-arch={ARCH}", "-Xptxas", "-v"]
 
@@ -71,12 +73,12 @@ def report(rows, nvcc_version: str) -> str:
     lines = [
         "# ptxas report of kernels/ (sm_90)",
         "",
-        "Written by `python kernels/ptxas_report.py` (run by `make test`); do not edit by hand.",
+        "Written by `python tools/ptxas_report.py` (run by `make test`); do not edit by hand.",
         f"Compiler: {nvcc_version}. Flags: `{' '.join(FLAGS)}`.",
         "",
         "Registers per thread, static shared memory, stack frame and spill traffic per kernel, as",
         "ptxas reports them. The apply kernels also take dynamic shared memory, sized at launch from",
-        "C and the tile (see `FwdSmem`, `Bwd1Smem`, `Bwd2Smem` in csa_cuda.cu). A stack frame or spill",
+        "C and the tile (see `FwdSmem`, `Bwd1Smem`, `Bwd2Smem` in kernels/csa/). A stack frame or spill",
         "in any kernel fails the script.",
         "",
         "| kernel | registers | static smem (B) | stack (B) | spill stores (B) | spill loads (B) |",
@@ -91,7 +93,7 @@ def report(rows, nvcc_version: str) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--if-nvcc", action="store_true", help="succeed with a note where nvcc is missing")
-    p.add_argument("--out", default=str(HERE / "PTXAS_REPORT.md"))
+    p.add_argument("--out", default=str(KERNELS / "PTXAS_REPORT.md"))
     a = p.parse_args(argv)
     nvcc = find_nvcc()
     if nvcc is None:
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
     rows, logs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for src in SOURCES:
-            cmd = [nvcc, *FLAGS, "-c", str(HERE / src), "-o", str(Path(tmp) / (src + ".o"))]
+            cmd = [nvcc, *FLAGS, "-c", str(ROOT / src), "-o", str(Path(tmp) / (Path(src).name + ".o"))]
             r = subprocess.run(cmd, capture_output=True, text=True)
             logs.append(r.stdout + r.stderr)
             if r.returncode != 0:
