@@ -26,7 +26,9 @@ from cuda_toolkit import cuda_paths, find_nvcc  # noqa: E402
 version = re.search(r'__version__ = "([^"]+)"', (here / "csakd_fast" / "__init__.py").read_text()).group(1)
 
 CPU_SOURCES = ["csrc/module.cpp", "csrc/csa/csa_cpu_base.cpp", "csrc/csa/csa_cpu_avx2.cpp"]
-CUDA_SOURCES = ["kernels/csa/csa_cuda.cu"]
+# one translation unit per pass family (kernels/csa/csa_cuda_common.cuh has what they share)
+CUDA_SOURCES = ["kernels/csa/csa_cuda.cu", "kernels/csa/csa_cuda_gram.cu", "kernels/csa/csa_cuda_fwd.cu",
+                "kernels/csa/csa_cuda_bwd1.cu", "kernels/csa/csa_cuda_bwd2.cu"]
 CXXFLAGS = ["-O3", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-ffp-contract=fast", "-Wall",
             "-Wno-psabi"]
 # sm_80 and sm_90 machine code, and sm_90 PTX for newer GPUs to compile at load time
