@@ -7,11 +7,13 @@ PY := $(VENV)/bin/python
 # is kept.
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
-# the native extension csakd_fast._C (csrc/, kernels/): rebuilt in place when a source changes
+# the native extension csakd_fast._C (csrc/ and csrc/<op>/: C++; kernels/<op>/: CUDA): rebuilt in
+# place when a source or header changes, at any depth
 NATIVE := $(VENV)/.native
-NATIVE_SRC := $(wildcard csrc/*.cpp csrc/*.h kernels/*.cu kernels/*.h) setup.py
+NATIVE_SRC := $(shell find csrc kernels -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' \
+                -o -name '*.cuh' \) 2>/dev/null) setup.py tools/cuda_toolkit.py
 
-.PHONY: venv native native-check test demo bench clean
+.PHONY: venv native native-check test reports report-ptxas report-triton demo bench clean
 
 venv: $(STAMP)
 
@@ -38,12 +40,12 @@ $(NATIVE): $(STAMP) $(NATIVE_SRC)
 	$(PY) setup.py -q build_ext --inplace
 	@touch $@
 
-# kernels/ compiled for sm_90 (compile only; fails on an error or on any spill, rewrites
-# kernels/PTXAS_REPORT.md), then the CMake build (the module, the CUDA objects for sm_80;sm_90 where
-# nvcc is) and its native test of the CPU passes (ctest)
+# kernels/ compiled for sm_90 (compile only; fails on an error or on any stack frame or spill; writes
+# no tracked file: ptxas's log goes to build/ptxas/), then the CMake build (the module, the CUDA
+# objects for sm_80;sm_90 where nvcc is) and its native test of the CPU passes (ctest)
 CMAKE_DIR ?= build/cmake
 native-check: venv
-	$(PY) kernels/ptxas_report.py --if-nvcc
+	$(PY) tools/ptxas_report.py --if-nvcc --check --log build/ptxas/ptxas.log
 	@if command -v cmake >/dev/null; then \
 	  cmake -S . -B $(CMAKE_DIR) --log-level=WARNING -DPython_EXECUTABLE=$(abspath $(PY)) && \
 	  cmake --build $(CMAKE_DIR) -j $$(nproc) && \
@@ -52,6 +54,18 @@ native-check: venv
 
 test: venv $(NATIVE) native-check
 	CSAKD_REQUIRE_NATIVE=$$(command -v $${CXX:-c++} >/dev/null && echo 1 || echo 0) $(PY) -m pytest -q
+
+# The tracked compile reports, rewritten (commit them with the kernel or compiler change that moves
+# them; no timestamps, so an unchanged compiler rewrites the same bytes):
+#   kernels/PTXAS_REPORT.md   ptxas on kernels/ for sm_90 (needs nvcc)
+#   kernels/TRITON_REPORT.md  Triton's ptxas on the CLRA kernel for sm_90, every variant (needs
+#                             triton; no GPU: it compiles ahead of time, TRITON_INTERPRET unset)
+# Each fails where a kernel spills or uses a stack frame (and where the Triton dot is no wgmma).
+reports: report-ptxas report-triton
+report-ptxas: venv
+	$(PY) tools/ptxas_report.py
+report-triton: venv
+	env -u TRITON_INTERPRET $(PY) tools/triton_report.py
 
 # The main job: co-train the demo teacher and student on the embedded reference scenes, evaluate
 # them on the held-out test region against the bicubic baseline, print the table, write the report

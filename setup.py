@@ -1,9 +1,10 @@
 """Package metadata of csakd_fast and the optional native extension ``csakd_fast._C``.
 
-The extension (csrc/: the pybind11 module and the CPU passes; kernels/: the CUDA passes) has no
-dependency on torch's C++ ABI. It is built when a C++ compiler is there; the CUDA objects when
-``nvcc`` is found and either a GPU is present or ``CSAKD_BUILD_CUDA=1`` (``CSAKD_BUILD_CUDA=0``:
-never). Sources are compiled with ninja when it is on the PATH (incremental, header dependencies
+The extension has no dependency on torch's C++ ABI. Its sources are laid out per op: csrc/ holds
+the pybind11 module (module.cpp) and the thread pool (parallel.h), csrc/<op>/ the CPU passes of an
+op and kernels/<op>/ its CUDA passes (one op so far: csa); tools/ the build helpers. It is built
+when a C++ compiler is there; the CUDA objects when ``nvcc`` is found and either a GPU is present
+or ``CSAKD_BUILD_CUDA=1`` (``CSAKD_BUILD_CUDA=0``: never). Sources are compiled with ninja when it is on the PATH (incremental, header dependencies
 tracked), else one by one. A failed build prints one line and leaves the package installable:
 the ``cpp``/``cuda`` backends are then unavailable and the Python backends run.
 """
@@ -20,12 +21,14 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 here = Path(__file__).parent.resolve()
-sys.path.insert(0, str(here / "kernels"))
+sys.path.insert(0, str(here / "tools"))
 from cuda_toolkit import cuda_paths, find_nvcc  # noqa: E402
 version = re.search(r'__version__ = "([^"]+)"', (here / "csakd_fast" / "__init__.py").read_text()).group(1)
 
-CPU_SOURCES = ["csrc/module.cpp", "csrc/csa_cpu_base.cpp", "csrc/csa_cpu_avx2.cpp"]
-CUDA_SOURCES = ["kernels/csa_cuda.cu"]
+CPU_SOURCES = ["csrc/module.cpp", "csrc/csa/csa_cpu_base.cpp", "csrc/csa/csa_cpu_avx2.cpp"]
+# one translation unit per pass family (kernels/csa/csa_cuda_common.cuh has what they share)
+CUDA_SOURCES = ["kernels/csa/csa_cuda.cu", "kernels/csa/csa_cuda_gram.cu", "kernels/csa/csa_cuda_fwd.cu",
+                "kernels/csa/csa_cuda_bwd1.cu", "kernels/csa/csa_cuda_bwd2.cu"]
 CXXFLAGS = ["-O3", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-ffp-contract=fast", "-Wall",
             "-Wno-psabi"]
 # sm_80 and sm_90 machine code, and sm_90 PTX for newer GPUs to compile at load time
@@ -76,17 +79,20 @@ class BuildNative(build_ext):
         ldflags = ["-pthread"]
         tmp = Path(self.build_temp).resolve() / "csakd_native"
         tmp.mkdir(parents=True, exist_ok=True)
-        jobs = [(here / s, tmp / (Path(s).name + ".o"), "cxx") for s in ext.sources]
+        # objects mirror the source tree (csrc/csa/x.cpp -> csrc/csa/x.cpp.o): no two ops collide
+        jobs = [(here / s, tmp / (s + ".o"), "cxx") for s in ext.sources]
         if cuda:
             nvcc = find_nvcc()
             incs, libs = cuda_paths(nvcc)
             cflags += ["-DCSAKD_WITH_CUDA", *(f"-I{d}" for d in incs)]
-            jobs += [(here / s, tmp / (Path(s).name + ".o"), "nvcc") for s in CUDA_SOURCES]
+            jobs += [(here / s, tmp / (s + ".o"), "nvcc") for s in CUDA_SOURCES]
             # the CUDA runtime linked statically: no libcudart.so needed where the module is loaded
             ldflags += [*(f"-L{d}" for d in libs), "-lcudart_static", "-ldl", "-lrt"]
             print(f"csakd_fast: building the CUDA kernels with {nvcc}", file=sys.stderr)
         else:
             print(f"csakd_fast: CUDA kernels not built ({why})", file=sys.stderr)
+        for _, obj, _ in jobs:
+            obj.parent.mkdir(parents=True, exist_ok=True)
         out = Path(self.get_ext_fullpath(ext.name))
         out.parent.mkdir(parents=True, exist_ok=True)
         cxx = os.environ.get("CXX", "c++")

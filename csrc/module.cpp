@@ -11,9 +11,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "csa_cpu.h"
+#include "csa/csa_cpu.h"
 #ifdef CSAKD_WITH_CUDA
-#include "../kernels/csa_cuda.h"
+#include "../kernels/csa/csa_cuda.h"
 #endif
 
 namespace py = pybind11;
@@ -129,14 +129,8 @@ void check(cudaError_t e, const char* what) {
 }
 #endif
 
-}  // namespace
-
-PYBIND11_MODULE(_C, m) {
-  m.doc() = "csakd_fast native passes of the fused CSA (CPU C++; CUDA when built with it)";
-  m.attr("FLOAT32") = int(kFloat32);
-  m.attr("FLOAT64") = int(kFloat64);
-  m.attr("FLOAT16") = int(kFloat16);
-  m.attr("BFLOAT16") = int(kBFloat16);
+// the CPU passes and the choice of their build
+void bind_cpu(py::module_& m) {
 #if defined(_OPENMP)
   m.attr("OPENMP") = true;  // the CPU passes run on the process's OpenMP pool (csrc/parallel.h)
 #else
@@ -159,6 +153,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_forward", &cpu_forward);
   m.def("cpu_backward1", &cpu_backward1);
   m.def("cpu_backward2", &cpu_backward2);
+}
+
+// the CUDA passes (HAS_CUDA false and nothing else when built without them)
+void bind_cuda(py::module_& m) {
 #ifdef CSAKD_WITH_CUDA
   m.attr("HAS_CUDA") = true;
   m.def("cuda_workspace", [](int kind, py::tuple dims, bool flag) {
@@ -216,4 +214,16 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("HAS_CUDA") = false;
 #endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "csakd_fast native passes of the fused CSA (CPU C++; CUDA when built with it)";
+  m.attr("FLOAT32") = int(kFloat32);
+  m.attr("FLOAT64") = int(kFloat64);
+  m.attr("FLOAT16") = int(kFloat16);
+  m.attr("BFLOAT16") = int(kBFloat16);
+  bind_cpu(m);
+  bind_cuda(m);
 }

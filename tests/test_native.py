@@ -269,27 +269,6 @@ print("OK", "cpp" in backends.available("csa", "cpu"))
     assert len(warns) == 1 and "the cpp/cuda backends are off" in warns[0], r.stderr
 
 
-def test_a_failed_build_leaves_the_package_installable(tmp_path):
-    """setup.py's build_ext on a broken source: one warning line, exit status 0."""
-    src = tmp_path / "src"
-    (src / "csrc").mkdir(parents=True)
-    for f in ("setup.py", "README.md"):
-        (src / f).write_text((ROOT / f).read_text())
-    (src / "kernels").mkdir()
-    (src / "kernels" / "cuda_toolkit.py").write_text((ROOT / "kernels" / "cuda_toolkit.py").read_text())
-    (src / "csakd_fast").mkdir()
-    (src / "csakd_fast" / "__init__.py").write_text('__version__ = "0.0.0"\n')
-    for name in ("module.cpp", "csa_cpu_base.cpp", "csa_cpu_avx2.cpp"):
-        (src / "csrc" / name).write_text("#error deliberately broken\n")
-    r = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=src,
-                       capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "CSAKD_BUILD_CUDA": "0"})
-    assert r.returncode == 0, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if "native extension not built" in ln]
-    assert len(lines) == 1 and "the cpp/cuda backends are off" in lines[0], r.stderr
-    assert not list((src / "csakd_fast").glob("_C*"))
-
-
 # --- the model ------------------------------------------------------------------------------------
 @needs_cpp
 def test_model_with_the_cpp_backend_matches_the_reference():

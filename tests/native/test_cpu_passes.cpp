@@ -1,4 +1,4 @@
-// ctest: the CPU passes (csrc/csa_cpu.h) against naive loops written from the formulas, for both
+// ctest: the CPU passes (csrc/csa/csa_cpu.h) against naive loops written from the formulas, for both
 // builds (baseline, AVX2 where the CPU has it), float and double, on shapes with ragged tiles,
 // several tiles per row and factor 1, 2 and 4 (x1 and x3 coarse or not), 1 and 3 threads.
 // Independent of torch and Python: a failure here is in the C++ passes themselves.
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "csa_cpu.h"
+#include "csa/csa_cpu.h"
 
 using namespace csakd::cpu;
 
@@ -41,16 +41,13 @@ struct Reference {  // every pass by the formulas, in double
   std::vector<double> G, s1, s2, G11, G22, out, dx1, dx2, dx3, dx4, px2, dM, dc, dwg, dbg, bx1, bx2;
 };
 
-Reference naive(const Case& k, const std::vector<double>& x1, const std::vector<double>& x2,
-                const std::vector<double>& x3, const std::vector<double>& x4, const std::vector<double>& dout,
-                const std::vector<double>& M, const std::vector<double>& cv, const std::vector<double>& wg,
-                const std::vector<double>& bg, const std::vector<double>& m1, const std::vector<double>& m2,
-                const std::vector<double>& E, const std::vector<double>& e) {
-  const int64_t B = k.B, C = k.C, H = k.H, W = k.W, S = k.S, h = H / S, w = W / S;
-  Reference r;
+using Vec = std::vector<double>;
+
+// pass 1 at factor S (x1 coarse), centred by m1, m2: G, s1, s2, G11, G22
+void naive_pass1(const Case& k, const Vec& x1, const Vec& x2, const Vec& m1, const Vec& m2, Reference& r) {
+  const int64_t B = k.B, C = k.C, H = k.H, W = k.W, S = k.S;
   r.G.assign(B * C * C, 0), r.s1.assign(B * C, 0), r.s2.assign(B * C, 0), r.G11.assign(B * C * C, 0),
       r.G22.assign(B * C * C, 0);
-  // pass 1 at factor S (x1 coarse), centred by m1, m2
   for (int64_t b = 0; b < B; ++b)
     for (int64_t y = 0; y < H; ++y)
       for (int64_t x = 0; x < W; ++x)
@@ -67,7 +64,12 @@ Reference naive(const Case& k, const std::vector<double>& x1, const std::vector<
               r.G11[(b * C + i) * C + j] += a * (at(x1, k, true, b, j, y, x) - m1[b * C + j]);
           }
         }
-  // forward and backward pass 1
+}
+
+// forward and backward pass 1: out, dx1..dx4, px2, dM, dc, dwg, dbg
+void naive_apply(const Case& k, const Vec& x1, const Vec& x2, const Vec& x3, const Vec& x4, const Vec& dout,
+                 const Vec& M, const Vec& cv, const Vec& wg, const Vec& bg, Reference& r) {
+  const int64_t B = k.B, C = k.C, H = k.H, W = k.W, S = k.S, h = H / S, w = W / S;
   const int64_t n1 = k.x1c ? B * C * h * w : B * C * H * W, n3 = k.x3c ? B * C * h * w : B * C * H * W;
   r.out.assign(B * C * H * W, 0), r.dx4 = r.out, r.dx2 = r.out, r.dx1.assign(n1, 0), r.dx3.assign(n3, 0);
   r.px2.assign(B * C * h * w, 0), r.dM.assign(B * C * C, 0), r.dc.assign(B * C, 0), r.dwg.assign(16 * C, 0),
@@ -116,7 +118,12 @@ Reference naive(const Case& k, const std::vector<double>& x1, const std::vector<
             r.dM[(b * C + i) * C + q] += dat[i] * x3[l3 + q * cs3];
           }
       }
-  // backward pass 2 at factor S with x1 coarse: dx1 += E px2 + S²(E x1 + e), dx2 += up(Eᵀ x1 + e) + E x2
+}
+
+// backward pass 2 at factor S with x1 coarse (px2 from naive_apply): dx1 += E px2 + S²(E x1 + e),
+// dx2 += up(Eᵀ x1 + e) + E x2
+void naive_backward2(const Case& k, const Vec& x1, const Vec& x2, const Vec& E, const Vec& e, Reference& r) {
+  const int64_t B = k.B, C = k.C, H = k.H, W = k.W, S = k.S, h = H / S, w = W / S;
   r.bx1.assign(B * C * h * w, 0), r.bx2.assign(B * C * H * W, 0);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t y = 0; y < H; ++y)
@@ -136,6 +143,16 @@ Reference naive(const Case& k, const std::vector<double>& x1, const std::vector<
             r.bx1[l + i * h * w] = u + S * S * v;
           }
         }
+}
+
+// every pass by the formulas, in double
+Reference naive(const Case& k, const Vec& x1, const Vec& x2, const Vec& x3, const Vec& x4, const Vec& dout,
+                const Vec& M, const Vec& cv, const Vec& wg, const Vec& bg, const Vec& m1, const Vec& m2,
+                const Vec& E, const Vec& e) {
+  Reference r;
+  naive_pass1(k, x1, x2, m1, m2, r);
+  naive_apply(k, x1, x2, x3, x4, dout, M, cv, wg, bg, r);
+  naive_backward2(k, x1, x2, E, e, r);
   return r;
 }
 

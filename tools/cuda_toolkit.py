@@ -1,4 +1,4 @@
-"""Where the CUDA toolkit is: shared by setup.py (the extension's build) and ptxas_report.py."""
+"""Where the CUDA toolkit is: shared by setup.py (the extension's build) and tools/ptxas_report.py."""
 from __future__ import annotations
 
 import os

@@ -6,7 +6,7 @@
 #endif
 
 #include "csa_cpu.h"
-#include "parallel.h"
+#include "../parallel.h"
 
 #define CSAKD_ISA base
 #include "csa_cpu_impl.h"

@@ -1,6 +1,6 @@
 // CUDA pixel passes of the fused CSA: C-style launchers over raw device pointers (no torch ABI).
 //
-// The same passes and arguments as the CPU passes (csrc/csa_cpu.h); differences:
+// The same passes and arguments as the CPU passes (csrc/csa/csa_cpu.h); differences:
 //   - inputs/outputs of the maps are float32, float16 or bfloat16 (dtype codes of module.cpp:
 //     0, 2, 3); every small matrix, statistic and reduction is float32;
 //   - each pass takes a float32 workspace of workspace(kind, dims, flag) elements (padded copies

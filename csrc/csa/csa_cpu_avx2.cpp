@@ -9,7 +9,7 @@
 #endif
 
 #include "csa_cpu.h"
-#include "parallel.h"
+#include "../parallel.h"
 
 #pragma GCC target("avx2,fma")
 #define CSAKD_ISA avx2
