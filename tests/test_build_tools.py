@@ -135,7 +135,7 @@ def test_triton_report_is_stable_and_flags_spills():
 
 
 @needs_triton
-@pytest.mark.skipif(CUDA, reason="checked on the GPU by tests/test_clra_fused.py")
+@pytest.mark.skipif(CUDA, reason="checked on the GPU by tests/test_op_clra.py")
 def test_triton_kernel_compiles_for_sm90():
     """ptxas (bundled with Triton) compiles the CLRA kernel for sm_90: wgmma, no spills, for the
     variants the kernel is launched with (plain and grouped, bf16 and fp32, each epilogue)."""

@@ -1,7 +1,7 @@
-"""What is particular to the native backends (csrc/, kernels/; csakd_fast/ops/csa_native.py).
+"""What is particular to the native backends (csrc/, kernels/; csakd_fast/ops/csa/impl_native.py).
 
 The shared correctness suite (forward and every gradient against the float64 reference, every
-mode, awkward shapes, poisoned outputs, opcheck, gradcheck) runs them in tests/test_csa_fused.py.
+mode, awkward shapes, poisoned outputs, opcheck, gradcheck) runs them in tests/test_op_csa.py.
 Here: shapes that span many tiles, items and threads; both CPU builds (AVX2 and the baseline);
 bitwise reproducibility; argument checks before a pointer reaches C++; the fallback when the
 extension is missing; the model with the cpp backend.
@@ -299,7 +299,7 @@ def test_model_with_the_cpp_backend_matches_the_reference():
 @pytest.mark.parametrize("attention", ["paper", "normalized", "legacy"])
 def test_cuda_matches_the_cpp_backend_on_a_model_sized_input(attention):
     """C = 86, 64², x1/x3 at ×4, float32: the CUDA passes against the C++ passes (both checked
-    against the reference on small shapes in tests/test_csa_fused.py)."""
+    against the reference on small shapes in tests/test_op_csa.py)."""
     xs = _inputs(2, 86, 64, 64, 4, 4, torch.float32)
     want = _fwd_bwd(_layer(86, 64, 4, True, attention, "cpp", torch.float32), xs, 4, 4)
     layer = _layer(86, 64, 4, True, attention, "cuda", torch.float32).cuda()

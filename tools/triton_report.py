@@ -29,18 +29,18 @@ DEFAULT_OUT = ROOT / "kernels" / "TRITON_REPORT.md"
 if __name__ == "__main__":
     os.environ.pop("TRITON_INTERPRET", None)  # before triton is imported below
     sys.path.insert(0, str(ROOT))             # the source tree's csakd_fast, installed or not
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-
 import triton  # noqa: E402
 
-# the kernel and its constants: one import, for the module's move to csakd_fast/ops/clra/
-from csakd_fast.ops.clra_triton import (EPI_ACC, EPI_LRELU, EPI_RES, EPI_RES2, RES, SLOPE,  # noqa: E402
-                                        _conv3x3_kernel, _gpu_configs)
+from csakd_fast._platform import triton_interpreter  # noqa: E402
+# the kernel and its constants
+from csakd_fast.ops.clra.impl_triton import (EPI_ACC, EPI_LRELU, EPI_RES, EPI_RES2,  # noqa: E402
+                                             EPI_STORE, RES, SLOPE, _conv3x3_kernel, _gpu_configs)
 
 ARCH = 90
 DTYPES = ("bf16", "fp32")
 # the epilogues the block's forward (c1..c4, c5) and the Triton dgrad launch, by name
-EPILOGUES = {EPI_LRELU: "LRELU", EPI_RES: "RES", EPI_RES2: "RES2", EPI_ACC: "ACC"}
+EPILOGUES = {EPI_LRELU: "LRELU", EPI_RES: "RES", EPI_RES2: "RES2", EPI_STORE: "STORE",
+             EPI_ACC: "ACC"}
 GROUPED = (False, True)
 _INTS = ["H", "W", "cout", "cin_g", "cout_g", "sx_b", "sx_c", "so_b", "so_c", "sr_b", "sr_c",
          "sr2_b", "sr2_c"]
@@ -60,7 +60,7 @@ def compile_report(arch: int = ARCH, dtypes=DTYPES, epilogues=tuple(EPILOGUES), 
     from triton.backends.compiler import GPUTarget
     from triton.compiler.compiler import ASTSource
 
-    if INTERPRET:
+    if triton_interpreter():
         raise RuntimeError("compile_report: run it without TRITON_INTERPRET=1")
     cuobjdump = _nvidia_bin("cuobjdump")
     rows = []
