@@ -1,5 +1,5 @@
 """The benchmark harness (benchmarks/): counters, statistics, search, floors, cases, options,
-outputs, RESULTS.md."""
+outputs, RESULTS.md, comparisons."""
 import json
 import re
 import shlex
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import csakd_fast.memory
-from benchmarks import cases, floors, maxres, memory, ops, report, results, run, timing
+from benchmarks import cases, compare, floors, maxres, memory, ops, report, results, run, timing
 from benchmarks.ops import clra as clra_cases
 from benchmarks.ops import csa as csa_cases
 from csakd_fast import backends
@@ -482,3 +482,32 @@ def test_one_saved_bytes_counter():
     hooks = [p.name for p in here.rglob("*.py")
              if re.search(r"saved_tensors_hooks\s*\(|register_(pack|saved)", p.read_text())]
     assert hooks == []
+
+
+# --- comparing two runs ---------------------------------------------------------------------------
+def test_compare_two_runs(tmp_path, capsys):
+    def doc(ms_ref, ms_torch, extra=()):
+        d = _doc()
+        ref = d["records"][0]
+        ref["time"] = timing.summarize([ms_ref / 1e3])
+        fused = {**ref, "backend": "torch", "time": timing.summarize([ms_torch / 1e3])}
+        d["records"] = [ref, fused] + [{**ref, "case": c} for c in extra]
+        return d
+
+    old, new = doc(10.0, 5.0, extra=("gone",)), doc(10.0, 8.0)
+    new["meta"]["threads"] = 4
+    result = compare.compare(old, new, threshold=0.1)
+    rows = {r["backend"]: r for r in result["rows"]}
+    assert rows["reference"]["ratio"] == pytest.approx(1.0) and not rows["reference"]["slower"]
+    assert rows["torch"]["ratio"] == pytest.approx(1.6) and rows["torch"]["slower"]
+    assert rows["torch"]["old_vs_ref"] == pytest.approx(2.0) and rows["torch"]["new_vs_ref"] == pytest.approx(1.25)
+    assert (result["only_old"], result["only_new"]) == (1, 0)
+    assert result["notes"] == ["threads: 2 then 4"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    assert compare.main([str(tmp_path / "old.json"), str(tmp_path / "new.json")]) == 0
+    assert compare.main([str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--fail"]) == 1
+    out = capsys.readouterr().out
+    assert "| csa | fwd | 16 | 1 | torch | 5 | 8 | 1.600 **slower than 1.10×** | 2.00× | 1.25× |" in out
+    with pytest.raises(ValueError, match="expected the JSON of a harness run"):
+        compare.compare({"records": []}, new)
