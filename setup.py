@@ -179,7 +179,7 @@ setup(
     entry_points={"console_scripts": ["csakd-fast = csakd_fast.cli:main"]},
     extras_require={
         "test": ["pytest>=7", "matplotlib>=3.5"],
-        "bench": ["matplotlib>=3.5", "pytest-benchmark>=4"],
+        "bench": ["matplotlib>=3.5"],
         "triton": ["triton>=3.0"],
     },
     license="MIT",

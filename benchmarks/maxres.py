@@ -16,7 +16,8 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 
-from .cases import WIDTHS, train_step_instance
+from .cases import WIDTHS
+from .models import train_step_instance
 from .memory import free_device_memory, is_oom
 
 

@@ -67,6 +67,26 @@ def add_comparisons(records: List[dict], maxres: List[dict] = ()) -> None:
             m["pixels_vs_reference"] = (m["max_res"] / base) ** 2
 
 
+def _fmt_ms(ms):
+    return f"{ms:.3g} ms" if ms < 1000 else f"{ms / 1e3:.3g} s"
+
+
+def log_line(i: int, n: int, rec: dict) -> str:
+    """The harness's progress line for record ``i`` of ``n``."""
+    head = f"[{i}/{n}] {rec['case']} {rec['mode']} {rec['res']}² B{rec['batch']} {rec['backend']}:"
+    if rec.get("status") != "ok":
+        return f"{head} {rec.get('status')} ({rec.get('error', '')[:200]})"
+    t = rec["time"]
+    bits = [f"{_fmt_ms(t['median_ms'])} (IQR {100 * t['iqr_rel']:.1f}%, n={t['n']})"]
+    if rec.get("saved_bytes_activations") is not None:
+        bits.append(f"saved {rec['saved_bytes_activations'] / 2 ** 20:.1f} MiB")
+    if rec.get("compile_s") is not None:
+        bits.append(f"compile {rec['compile_s']:.1f} s")
+    if rec.get("check") and not rec["check"]["ok"]:
+        bits.append(f"CHECK rel err {rec['check']['rel_l2_err']:.2e} > {rec['check']['tol']:.0e}")
+    return f"{head} " + ", ".join(bits)
+
+
 # --- markdown ------------------------------------------------------------------------------------
 def _ms(x):
     if x is None:
@@ -179,12 +199,17 @@ def describe_run(meta) -> str:
                      f"matmul {c['matmul_flops'] / 1e12:.3g} TFLOP/s ({c['matmul_dtype']}, n={c['matmul_n']})")
     t = meta.get("timing") or {}
     if t:
+        reps = t.get("reps") or [None, None]
+        count = (f"{reps[0]} timed iterations per run" if reps[0] == reps[1] else
+                 f"reps within {reps} aiming at {t.get('budget_s')} s per run")
         lines.append(f"- timing: {t.get('clock')}, {t.get('warmup')} warm-up iteration(s) (+1 compile "
-                     f"for `compile`), {t.get('input_sets')} input sets rotated, reps within "
-                     f"{t.get('reps')} aiming at {t.get('budget_s')} s per run; median and IQR"
+                     f"for `compile`), {t.get('input_sets')} input sets rotated, {count}; median and IQR"
                      + ("; within a case the backends' timed iterations are interleaved (round r of "
                         "each, then round r + 1), `compile` timed apart"
                         if t.get("order") == "interleaved" else ""))
+    opts = meta.get("options")
+    if opts:
+        lines.append("- options: " + ", ".join(f"--{k} {','.join(map(str, v))}" for k, v in opts.items()))
     lines.append("- saved MiB: bytes saved for backward by the forward (unique storages, parameters "
                  "and inputs excluded); " + (
                      "CUDA peak: torch.cuda.max_memory_allocated over one iteration"

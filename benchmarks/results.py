@@ -31,8 +31,9 @@ HEADER = """# Benchmark results
 Every number on this page was measured by the benchmark harness (`python -m benchmarks`) on the
 device its section names, and copied here from the run's JSON by `python -m benchmarks.results`;
 nothing is typed in by hand. How the numbers are taken (medians, warm-up, rotated inputs, bytes
-saved for backward over unique storages, the floors of design.md §3/§4 against ceilings measured
-in the same run) is described in `benchmarks/__init__.py` and the modules it lists.
+saved for backward over unique storages, the floors of docs/design.md, "Measuring", against
+ceilings measured in the same run) is described in `benchmarks/__init__.py` and the modules it
+lists.
 
 Reproduce: `make bench` (CPU, quick suite, ≤ 5 minutes on 2 cores) or
 `python -m benchmarks --device cpu --suite quick --write-results`; on a machine with a CUDA GPU,

@@ -1,15 +1,22 @@
 """``python -m benchmarks``: every case of a suite, every backend side by side, in one process.
 
+Cases: the op modules' (``benchmarks/ops/``) and the model cases (``benchmarks/models.py``) at
+the suite's points (``benchmarks/cases.py``); ``--res``, ``--batch``, ``--groups``,
+``--attention`` and ``--modes`` change the op cases, ``--cases`` picks cases by name (shell-style
+patterns: ``'clra*'``), ``--repeats`` fixes the number of timed iterations.
+
 Backends are those registered and runnable at run time (``csakd_fast.backends.available`` for each
 op a case uses) plus ``compile`` = ``torch.compile`` of the reference, built fresh for each case
 with ``dynamic=False`` after ``torch._dynamo.reset()``; its first call (compilation included) is
-reported apart as ``first_call_s`` / ``compile_s`` and is never a timed iteration. Triton on a CPU
-would only run under the interpreter and is left out there unless ``--backends`` names it.
+reported apart as ``first_call_s`` / ``compile_s`` and is never a timed iteration; plus a case's
+variants (``triton/dgrad``) beside the backend they build with. Triton on a CPU would only run
+under the interpreter and is left out there unless ``--backends`` names it (or a variant of it).
 
 Order of work (so that a ``--deadline-s`` cuts the least useful runs): every case with every
-non-compile backend (the reference first), then ``compile`` on the op cases, then the largest
-trainable resolution search (GPU), then ``compile`` on the model cases. ``results.json`` is
-rewritten after every case, so an interrupted run keeps what it measured.
+non-compile backend (the reference first; the main op cases, the model cases, then the
+secondary cases: ``csa_normalized``, the ``_recompute`` ones), then ``compile`` on the op cases, then the largest trainable
+resolution search (GPU), then ``compile`` on the model cases. ``results.json`` is rewritten
+after every case, so an interrupted run keeps what it measured.
 
 Within a case the non-compile backends are timed interleaved (each is built and warmed up, then
 round r of every backend runs before round r + 1): on a machine whose speed drifts (a shared VM,
@@ -35,9 +42,10 @@ from csakd_fast import backends as cf_backends
 from csakd_fast._io import atomic_write_text
 
 from . import PRODUCER, SCHEMA, env, floors, maxres, report
-from .cases import (Case, Probe, Suite, _compile_allowed, builtin_cases, estimate_reps, get_suite,
-                    plugin_cases)
+from .cases import (MODES, Case, Options, Probe, Request, Suite, compile_allowed, estimate_reps,
+                    get_suite, select, suite_cases, with_repeats)
 from .memory import free_device_memory, is_oom, peak_probe
+from .ops.csa import ATTENTIONS
 from .timing import Clock, WallClock, summarize
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -45,8 +53,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # record is flagged (recorded, never hidden); whole networks get 10x
 TOLERANCE = {"cpu": {"float32": 1e-4, "bfloat16": 3e-2, "float16": 5e-3},
              "cuda": {"float32": 5e-3, "bfloat16": 3e-2, "float16": 5e-3}}
-OP_CASE_PREFIXES = ("csa", "clra")
-MODEL_CASES = ("teacher", "student", "cotrain")
 
 
 def parse_args(argv=None):
@@ -57,8 +63,18 @@ def parse_args(argv=None):
     p.add_argument("--suite", default="quick", choices=("smoke", "quick", "full"))
     p.add_argument("--out", default=None, help="output folder (default runs/bench/<device>-<suite>-<time>)")
     p.add_argument("--backends", default=None,
-                   help="comma list to restrict to (names of csakd_fast.backends.BACKENDS and 'compile')")
-    p.add_argument("--cases", default=None, help="comma list of case names (csa, clra, teacher, ...)")
+                   help="comma list to restrict to (names of csakd_fast.backends.BACKENDS, 'compile', "
+                        "'auto' and the cases' variants such as 'triton/dgrad')")
+    p.add_argument("--cases", default=None,
+                   help="comma list of case names or shell patterns (csa, 'clra*', teacher, ...)")
+    p.add_argument("--res", type=_list(int), help="comma list: the op cases' resolutions")
+    p.add_argument("--batch", type=_list(int), help="comma list: the op cases' batch sizes")
+    p.add_argument("--groups", type=_list(int), help="comma list: CLRA cases for these groups (1,43)")
+    p.add_argument("--attention", type=_list(str, ATTENTIONS),
+                   help="comma list: CSA cases for these attention modes (paper, normalized, legacy)")
+    p.add_argument("--modes", type=_list(str, MODES[:2]), help="comma list: the op cases' modes")
+    p.add_argument("--repeats", type=lambda t: _list(int)(t)[0],
+                   help="exactly this many timed iterations per run instead of the suite's budget")
     p.add_argument("--compile", default="suite", choices=("suite", "all", "none"),
                    help="where the compile backend runs: the suite's choice (default), every case, nowhere")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -68,7 +84,6 @@ def parse_args(argv=None):
     p.add_argument("--maxres-backends", default=None,
                    help="comma list (default: every available backend of both ops; 'compile' "
                         "recompiles at every size and is left out unless named)")
-    p.add_argument("--no-plugins", action="store_true", help="ignore benchmarks/bench_*.py plug-ins")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--write-results", action="store_true",
                    help="also (re)write benchmarks/RESULTS.md from this run")
@@ -76,6 +91,26 @@ def parse_args(argv=None):
     p.add_argument("--note", default=None, help="a note for RESULTS.md (e.g. 'machine was shared')")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
+
+
+def options_from(args) -> Options:
+    """The op cases' options of parsed arguments."""
+    return Options(res=args.res, batch=args.batch, groups=args.groups, attention=args.attention,
+                   modes=args.modes)
+
+
+def _list(cast, among=()):
+    """An argparse type: a comma list of positive integers (``int``) or of names among ``among``."""
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(cast(x.strip()) for x in text.split(",") if x.strip())
+        except ValueError:
+            values = ()
+        if not values or any(v not in among if among else v < 1 for v in values):
+            want = ", ".join(among) if among else "positive integers"
+            raise argparse.ArgumentTypeError(f"expected a comma list of {want}, got {text!r}")
+        return values
+    return parse
 
 
 def _record_failure(rec: dict, e: BaseException) -> None:
@@ -105,16 +140,12 @@ def _loadavg():
         return None
 
 
-def _fmt_ms(ms):
-    return f"{ms:.3g} ms" if ms < 1000 else f"{ms / 1e3:.3g} s"
-
-
 class Harness:
     def __init__(self, device: torch.device, dtype: torch.dtype, suite: Suite, out: Path,
                  backends: Optional[List[str]] = None, case_names: Optional[List[str]] = None,
-                 deadline_s: Optional[float] = None, plugins: bool = True, maxres: bool = True,
-                 maxres_backends: Optional[List[str]] = None, command: str = "",
-                 compile_where: str = "suite", log=print):
+                 deadline_s: Optional[float] = None, options: Options = Options(),
+                 maxres: bool = True, maxres_backends: Optional[List[str]] = None,
+                 command: str = "", compile_where: str = "suite", log=print):
         self.device, self.dtype, self.suite, self.out = device, dtype, suite, Path(out)
         self.only_backends, self.case_names = backends, case_names
         self.t0 = time.perf_counter()
@@ -131,24 +162,16 @@ class Harness:
         self._pending: Dict[tuple, int] = {}
         self.ceilings: Optional[dict] = None
         self._clock = Clock(device)  # one L2-flush buffer for the whole run
-        self.cases = builtin_cases(suite)
-        if plugins:
-            extra, notes = plugin_cases(suite, device, dtype)
-            self.notes += notes
-            have = {c.key for c in self.cases}
-            for c in extra:
-                if c.key in have:
-                    self.notes.append(f"{c.source}: case {c.key} duplicates a built-in case; skipped")
-                else:
-                    self.cases.append(c)
-        if case_names:
-            self.cases = [c for c in self.cases if c.name in case_names]
+        self.options = options
+        self.cases, notes = select(suite_cases(Request(suite, device, dtype, options)), case_names)
+        self.notes += notes
         self.available = {op: list(cf_backends.available(op, device)) for op in ("csa", "clra")}
         self.meta = {"producer": PRODUCER, "loadavg_start": _loadavg(), "schema": SCHEMA, "suite": suite.name,
                      "width": suite.width, "command": command, **self.env,
                      "available_backends": self.available,
                      "unavailable_backends": {op: {b: why for b, why in cf_backends.explain(op, device).items()
                                                    if why} for op in cf_backends.OPS},
+                     "options": {k: list(v) for k, v in vars(options).items() if v},
                      "timing": {"warmup": suite.warmup, "reps": list(suite.reps),
                                 "budget_s": suite.budget_s, "input_sets": suite.input_sets,
                                 "clock": "cuda events" if device.type == "cuda" else "time.perf_counter",
@@ -161,15 +184,18 @@ class Harness:
             have = cf_backends.available(op, self.device)
             names = [b for b in (names if names is not None else have) if b in have]
         names = list(names or [])
-        if self.device.type == "cpu" and "triton" in names and not (
-                self.only_backends and "triton" in self.only_backends):
+        asked = {case.base(b) for b in self.only_backends or ()}
+        if self.device.type == "cpu" and "triton" in names and "triton" not in asked:
             names.remove("triton")
             self._note_once("triton is left out on the CPU (it would run under the interpreter); "
                             "name it in --backends to time it anyway")
         want_compile = {"all": case.compile, "none": False}.get(
-            self.compile_where, _compile_allowed(self.suite, case))
+            self.compile_where, compile_allowed(self.suite, case))
         if "reference" in names and want_compile:
             names.insert(names.index("reference") + 1, "compile")
+        for label, (base, _) in case.variants.items():   # beside the backend it builds with
+            if base in names:
+                names.insert(names.index(base) + 1, label)
         if len(case.ops) > 1 and names:
             # what a user of backend="auto" gets, when it mixes backends across the ops
             try:
@@ -192,7 +218,7 @@ class Harness:
             for b in self.backends_for(case):
                 if b != "compile":
                     first.append((case, b))
-                elif case.name in MODEL_CASES:
+                elif case.model:
                     compile_models.append((case, b))
                 else:
                     compile_ops.append((case, b))
@@ -220,7 +246,7 @@ class Harness:
         if ref is None:
             return None
         err = float((o - ref).norm() / ref.norm().clamp_min(1e-30))
-        tol = TOLERANCE[self.device.type][self.dtype_name] * (10 if case.name in MODEL_CASES else 1)
+        tol = TOLERANCE[self.device.type][self.dtype_name] * (10 if case.model else 1)
         return {"rel_l2_err": err, "tol": tol, "ok": bool(err <= tol)}
 
     def run_one(self, case: Case, backend: str) -> dict:
@@ -279,8 +305,9 @@ class Harness:
             torch._dynamo.utils.counters.clear()
             wrap = lambda m: torch.compile(m, dynamic=False)  # noqa: E731
         built = "reference" if compiled else backend
-        rec["resolved"] = {op: cf_backends.resolve(op, built, self.device) for op in case.ops}
-        inst = case.build(built, wrap, self.device, self.dtype)
+        rec["resolved"] = {op: cf_backends.resolve(op, case.base(built), self.device)
+                           for op in case.ops}
+        inst = case.instance(built, wrap, self.device, self.dtype)
         sets = [inst.make_inputs(1000 + i) for i in range(max(1, self.suite.input_sets))]
         n_warm = max(1, self.suite.warmup) + (1 if compiled else 0)
         last_s = None
@@ -351,21 +378,6 @@ class Harness:
         if self._pending[case.key] <= 0:
             self._ref_out.pop(case.key, None)
 
-    def _log_record(self, i, n, rec):
-        head = f"[{i}/{n}] {rec['case']} {rec['mode']} {rec['res']}² B{rec['batch']} {rec['backend']}:"
-        if rec.get("status") != "ok":
-            self.log(f"{head} {rec.get('status')} ({rec.get('error', '')[:200]})")
-            return
-        t = rec["time"]
-        bits = [f"{_fmt_ms(t['median_ms'])} (IQR {100 * t['iqr_rel']:.1f}%, n={t['n']})"]
-        if rec.get("saved_bytes_activations") is not None:
-            bits.append(f"saved {rec['saved_bytes_activations'] / 2 ** 20:.1f} MiB")
-        if rec.get("compile_s") is not None:
-            bits.append(f"compile {rec['compile_s']:.1f} s")
-        if rec.get("check") and not rec["check"]["ok"]:
-            bits.append(f"CHECK rel err {rec['check']['rel_l2_err']:.2e} > {rec['check']['tol']:.0e}")
-        self.log(f"{head} " + ", ".join(bits))
-
     # --- the whole run --------------------------------------------------------------------------
     def write_json(self) -> Path:
         path = self.out / "results.json"
@@ -402,7 +414,7 @@ class Harness:
                     i += 1
                     self.records.append(rec)
                     self._finish_case(case)
-                    self._log_record(i, total, rec)
+                    self.log(report.log_line(i, total, rec))
                 self.write_json()
         report.add_comparisons(self.records, self.maxres)
         self.meta["loadavg_end"] = _loadavg()
@@ -445,16 +457,22 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     suite = get_suite(args.suite, device)
+    if args.repeats:
+        suite = with_repeats(suite, args.repeats)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or f"runs/bench/{device.type}-{suite.name}-{stamp}")
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
-    h = Harness(device, dtype, suite, out, backends=split(args.backends),
-                case_names=split(args.cases), deadline_s=args.deadline_s,
-                plugins=not args.no_plugins, maxres=not args.no_maxres,
-                maxres_backends=split(args.maxres_backends), compile_where=args.compile,
-                command="python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
-                log=log)
+    options = options_from(args)
+    try:
+        h = Harness(device, dtype, suite, out, backends=split(args.backends),
+                    case_names=split(args.cases), deadline_s=args.deadline_s, options=options,
+                    maxres=not args.no_maxres, maxres_backends=split(args.maxres_backends),
+                    compile_where=args.compile, log=log,
+                    command="python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv))
+    except ValueError as e:   # an option the cases cannot take (--groups 5 for nf = 86)
+        print(f"python -m benchmarks: {e}", file=sys.stderr)
+        return 2
     for n in h.notes:
         log(f"note: {n}")
     doc = h.run()
