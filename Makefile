@@ -80,7 +80,7 @@ demo: venv $(NATIVE)
 # runs/bench/cpu-quick-<time>/ (JSON, markdown, plots) and updates benchmarks/RESULTS.md.
 BENCH_ARGS ?= --device cpu --suite quick --write-results
 bench: venv $(NATIVE)
-	@$(PY) -c "import matplotlib, pytest_benchmark" 2>/dev/null || $(PY) -m pip install -q -e ".[bench]"
+	@$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q -e ".[bench]"
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
