@@ -1,4 +1,4 @@
-"""Drop-in layers built on the fused ops (api.md)."""
+"""Drop-in layers (torch.nn.Module) built on the fused ops: CrossSelfAttention, CLRABlock."""
 from .csa import CrossSelfAttention
 from .clra import CLRABlock, DenseBlock
 
