@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from csakd_fast._platform import triton_interpreter
+
 # Fields every record must carry; benchmarks.results refuses records without them.
 REQUIRED = ("device", "device_name", "cpu_model", "torch", "dtype", "threads", "date")
 
@@ -71,7 +73,7 @@ def describe(device: torch.device, dtype: torch.dtype) -> dict:
         "dtype": str(dtype).replace("torch.", ""),
         "git_commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
+        "triton_interpret": triton_interpreter(),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

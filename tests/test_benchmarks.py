@@ -236,3 +236,16 @@ def test_compare_two_runs(tmp_path, capsys):
     assert "| csa | fwd | 16 | 1 | torch | 5 | 8 | 1.600 **slower than 1.10×** | 2.00× | 1.25× |" in out
     with pytest.raises(ValueError, match="expected the JSON of a harness run"):
         compare.compare({"records": []}, new)
+
+
+# --- every backend against the reference (gpu_check.sh's step 2) ---------------------------------
+def test_agree_passes_on_the_cpu_backends():
+    """benchmarks.agree on the compiled CPU backends (Triton is interpreted here: slow at these
+    sizes; its kernels are checked in tests/test_op_*.py): the float64 reference as the oracle, so
+    gradients that vanish in exact arithmetic (legacy q/k, normalized q/k biases) compare as
+    exact zeros, not as float32 rounding noise (on which a relative error is 1)."""
+    from benchmarks import agree
+
+    rows = agree.check(torch.device("cpu"), log=lambda *a: None, only=("torch", "cpp"))
+    assert {r["op"] for r in rows} == {"csa", "clra"} and len(rows) >= 5
+    assert all(r["ok"] for r in rows), [r for r in rows if not r["ok"]]
