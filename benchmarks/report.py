@@ -6,6 +6,7 @@ of a finished (or interrupted) run.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 from collections import OrderedDict
@@ -308,11 +309,15 @@ def plot(doc, out: Path) -> List[Path]:
     return written
 
 
-def write_outputs(doc, out: Path, plots: bool = True) -> List[Path]:
+def write_outputs(doc, out: Path, plots: bool = True, log=print) -> List[Path]:
+    """results.md and (``plots``, where matplotlib is installed) time.png and memory.png."""
     out = Path(out)
     atomic_write_text(out / "results.md", markdown(doc))
     written = [out / "results.md"]
-    if plots:
+    if plots and importlib.util.find_spec("matplotlib") is None:
+        log("benchmarks: matplotlib is not installed here: no plots (results.json and results.md "
+            "have every number; `python -m benchmarks.report RESULTS_JSON` draws them elsewhere)")
+    elif plots:
         written += plot(doc, out)
     return written
 

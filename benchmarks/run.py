@@ -476,8 +476,8 @@ def main(argv=None) -> int:
     for n in h.notes:
         log(f"note: {n}")
     doc = h.run()
-    report.write_outputs(doc, out, plots=not args.no_plots)
-    log(f"wrote {out}/results.json, results.md" + ("" if args.no_plots else ", time.png, memory.png"))
+    written = report.write_outputs(doc, out, plots=not args.no_plots, log=log)
+    log(f"wrote {out}/results.json, " + ", ".join(p.name for p in written))
     if args.write_results:
         from . import results
 
