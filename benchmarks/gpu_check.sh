@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # One command for a machine with a CUDA GPU (torch with CUDA and triton installed):
+#   0. the native extension built in place where it is missing (setup.py build_ext --inplace),
 #   1. the test suite on the GPU with compiled Triton kernels (TRITON_INTERPRET unset, so
 #      tests/conftest.py leaves the interpreter off),
 #   2. every registered backend against the reference on the GPU (python -m benchmarks.agree),
@@ -30,6 +31,15 @@ if not torch.cuda.is_available():
 print(f"gpu_check: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
       f"CUDA {torch.version.cuda}, TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')!r}")
 EOF
+
+# the native extension (cpp and cuda backends), built in place with its CUDA kernels where this
+# checkout has none (a fresh machine: built files are not in the working tree); a failed build
+# prints one warning and the Python backends run
+if ! "$PYTHON" -c "import importlib.util as u, sys; sys.exit(0 if u.find_spec('csakd_fast._C') else 1)"; then
+  echo "== 0/3 building csakd_fast._C in place (CUDA kernels included)"
+  timeout -k 10 240 env CSAKD_BUILD_CUDA=1 "$PYTHON" setup.py -q build_ext --inplace 2>&1 \
+    | tail -n 20 | tee "$OUT/build.log"
+fi
 
 echo "== 1/3 test suite on the GPU (limit ${TEST_S} s)"
 timeout -k 10 "$TEST_S" "$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/ 2>&1 | tee "$OUT/pytest.log"
