@@ -127,6 +127,20 @@ def get(op: str, backend: str) -> Impl:
     return impls[backend]
 
 
+def fused(op: str, backend: str, x: torch.Tensor, arg: str) -> Impl:
+    """The implementation a custom op runs for ``backend`` on input ``x`` (named ``arg``): the op
+    can be called directly (opcheck, a compiled graph), so the declaration the front door
+    resolved against is checked again here, before any kernel runs."""
+    impl = get(op, backend)
+    if impl.forward is None:
+        raise ValueError(f"backend: {backend!r} is an eager implementation of {op}; the custom op "
+                         f"runs the fused backends")
+    why = impl.why_not(x.device, x.dtype, x.shape[1])
+    if why:
+        raise ValueError(f"{arg}: {why}")
+    return impl
+
+
 def check(op: str, backend: str, name: str = "backend") -> str:
     """``backend`` must be ``"auto"`` or a backend with a registered implementation of ``op``
     (whether it can run on a given device is :func:`resolve`'s question, at call time)."""

@@ -3,7 +3,7 @@
 // Every function takes raw data pointers (Python ints: tensor.data_ptr(), 0 for "absent"), a dtype
 // code, the sizes, and — for CUDA — the stream as an int and the device index (the CUDA runtime is
 // linked statically: its current device is ours to set, torch's setting does not reach it). The calling Python module
-// (csakd_fast/ops/csa_native.py) has checked device, dtype, contiguity and every shape; the
+// (csakd_fast/ops/csa/impl_native.py) has checked device, dtype, contiguity and every shape; the
 // functions here only dispatch on the dtype and release the GIL while the pass runs.
 #include <pybind11/pybind11.h>
 

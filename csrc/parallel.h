@@ -2,7 +2,7 @@
 //
 // Why OpenMP: torch's CPU build runs its own ops on an OpenMP (libgomp) pool whose threads spin for
 // a while after each parallel region. Our passes run between such ops (the small algebra of
-// csa_small), and threads of our own would compete with those spinning threads for the cores
+// csakd_fast/ops/csa/algebra.py), and threads of our own would compete with those spinning threads for the cores
 // (measured: 2 threads, 128², C = 86: the std::thread version took 1.45x as long as with
 // OMP_WAIT_POLICY=PASSIVE). Built with -fopenmp, this module needs "libgomp.so.1", which the
 // loader resolves to the copy torch has already loaded, so the passes run on torch's own pool.

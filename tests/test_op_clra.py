@@ -14,7 +14,7 @@ import torch
 
 import csakd_fast as cf
 from csakd_fast import backends
-from csakd_fast.memory import storage_key
+from csakd_fast.memory import saved_bytes   # keys meta-device storages by identity
 from csakd_fast.ops.clra import clra, clra_reference
 
 CUDA = torch.cuda.is_available()
@@ -79,15 +79,6 @@ def check_against_reference(fn, nf, gc, groups, B, H, W, tol=1e-5, dtype=torch.f
     assert errs[worst] <= tol, f"{worst}: relative error {errs[worst]:.3g} > {tol}"
     for g, w in zip(got, want):
         assert g.shape == w.shape and g.dtype == dtype
-
-
-def saved_bytes(fn, exclude=()):
-    """(bytes saved for backward by ``fn()`` over unique storages not in ``exclude``, fn()):
-    csakd_fast.memory's counter, which keys meta-device storages by identity."""
-    from csakd_fast.memory import saved_bytes as count
-
-    assert storage_key(torch.empty(1, device="meta")) != 0   # meta storages are told apart
-    return count(fn, exclude)
 
 
 # (nf, gc, groups, B, H, W): ungrouped; grouped whose groups straddle the x / x1 boundary

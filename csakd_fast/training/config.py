@@ -11,7 +11,7 @@ without a dependency (``tomllib``); the keys are the field names below, flat, e.
     student = { layers = [1, 4, 4, 1] }
     backend = { csa = "cpp" }               # per fused op (or one name: backend = "torch")
 
-Paper defaults (design.md §2): AdamW lr 1e-4, teacher cosine schedule, student StepLR(100
+Paper defaults (docs/design.md, "The network"): AdamW lr 1e-4, teacher cosine schedule, student StepLR(100
 epochs, ×0.9), 128² crops, batch 8, 800 epochs, 35 dB noise on the LR-HSI, loss weights 0.1.
 """
 from __future__ import annotations

@@ -17,7 +17,7 @@ A run writes into one folder (``out``)::
 
 Iteration: one batch of random crops. Co-training: teacher forward, teacher loss, teacher step;
 then student forward and the student loss against the teacher outputs of that same forward,
-detached (design.md §2). Distillation: the frozen teacher's outputs under ``no_grad``.
+detached (docs/design.md, "The network"). Distillation: the frozen teacher's outputs under ``no_grad``.
 Schedules advance per iteration: cosine from ``lr`` to ``min_lr`` over the whole run; step
 ×``step_gamma`` every ``step_epochs`` epochs; or constant.
 

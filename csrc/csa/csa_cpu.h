@@ -1,9 +1,10 @@
-// CPU pixel passes of the fused CSA (design.md §3): the C++ twin of csakd_fast/ops/csa_torch.py.
+// CPU pixel passes of the fused CSA (docs/design.md, "The fused CSA"): the C++ twin of
+// csakd_fast/ops/csa/impl_torch.py.
 //
 // Layout: every map is contiguous (B, C, H, W) ("fine", at the HR size) or (B, C, H/S, W/S)
 // ("coarse": read as if nearest-upsampled by S, index p // S). Small matrices are row-major in
 // the compute dtype T (float for float inputs, double for double). Python checks every pointer,
-// dtype, shape and contiguity before the call (csakd_fast/ops/csa_native.py); nothing here
+// dtype, shape and contiguity before the call (csakd_fast/ops/csa/impl_native.py); nothing here
 // validates again.
 //
 // Each pass is compiled twice (csa_cpu_base.cpp: the x86-64 baseline; csa_cpu_avx2.cpp: AVX2 and

@@ -3,7 +3,7 @@
 // product on tensor cores or FMA, the gate weights and coarse logits), plus the host helpers
 // that cross translation units (the padded matrices, the Gram launcher, the workspace sizes).
 //
-// The algorithm is design.md §3 and the formulas those of csakd_fast/ops/csa_torch.py, split as
+// The algorithm is docs/design.md "The fused CSA", the formulas csakd_fast/ops/csa/impl_torch.py, split as
 // in the CPU passes (csrc/csa/). One translation unit per pass family: csa_cuda_gram.cu (pass 1
 // and the Gram of backward 1's dM), csa_cuda_fwd.cu (forward), csa_cuda_bwd1.cu, csa_cuda_bwd2.cu
 // (the backward passes); csa_cuda.cu holds the padding kernel and the workspace sizes.

@@ -350,12 +350,6 @@ def backward(gy: Tensor, x: Tensor, bufs: Tensor, weights: Sequence[Tensor],
                          dgrad=_dgrad_impl())
 
 
-def _ready(device: torch.device):
-    if device.type != "cuda" and not _platform.triton_interpreter():
-        return f"Triton needs a CUDA device (or TRITON_INTERPRET=1 on the CPU), got {device}"
-    return None
-
-
 IMPL = backends.Impl("clra", "triton", fused_call("triton"), forward=triton_forward,
                      backward=backward, devices=("cuda", "cpu"), dtypes=KERNEL_DTYPES,
-                     ready=_ready)
+                     ready=_platform.triton_unavailable)

@@ -65,21 +65,10 @@ def needs_grad(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor]) -
                                         or any(t.requires_grad for t in biases))
 
 
-def _impl(backend: str, x: Tensor):
-    impl = backends.get("clra", backend)
-    if impl.forward is None:
-        raise ValueError(f"backend: {backend!r} is an eager implementation of clra; the custom op "
-                         f"runs the fused backends")
-    why = impl.why_not(x.device, x.dtype, x.shape[1])
-    if why:
-        raise ValueError(f"x: {why}")
-    return impl
-
-
 @torch.library.custom_op("csakd_fast::clra_fwd", mutates_args=())
 def clra_fwd(x: Tensor, weights: List[Tensor], biases: List[Tensor], groups: int, keep: bool,
              backend: str) -> Tuple[Tensor, Tensor]:
-    y, bufs = _impl(backend, x).forward(x, weights, biases, groups, keep)
+    y, bufs = backends.fused("clra", backend, x, "x").forward(x, weights, biases, groups, keep)
     return y, (bufs if keep else x.new_empty((0,)))
 
 
@@ -94,7 +83,8 @@ def _clra_fwd_fake(x, weights, biases, groups, keep, backend):
 @torch.library.custom_op("csakd_fast::clra_bwd", mutates_args=())
 def clra_bwd(gy: Tensor, x: Tensor, bufs: Tensor, weights: List[Tensor], biases: List[Tensor],
              groups: int, need_gx: bool, backend: str) -> Tuple[Tensor, List[Tensor], List[Tensor]]:
-    gx, gw, gb = _impl(backend, gy).backward(gy, x, bufs, weights, biases, groups, need_gx)
+    impl = backends.fused("clra", backend, gy, "gy")
+    gx, gw, gb = impl.backward(gy, x, bufs, weights, biases, groups, need_gx)
     return (gx if gx is not None else gy.new_empty((0,))), list(gw), list(gb)
 
 

@@ -222,12 +222,6 @@ def backward(dout, x1, x2, x3, x4, w: CSAWeights, stats: CSAStats, spec: CSASpec
     return gradients(sum_pool(dx1c, f1), dx2, sum_pool(dx3c, f3), dx4, gr, dwg, dbg, w)
 
 
-def _ready(device: torch.device):
-    if device.type != "cuda" and not _platform.triton_interpreter():
-        return f"Triton needs a CUDA device (or TRITON_INTERPRET=1 on the CPU), got {device}"
-    return None
-
-
 IMPL = backends.Impl("csa", "triton", fused_call("triton"), forward=forward, backward=backward,
                      devices=("cuda", "cpu"), dtypes=(torch.float32, torch.float16, torch.bfloat16),
-                     ready=_ready)
+                     ready=_platform.triton_unavailable)

@@ -88,29 +88,12 @@ class CSAStats(NamedTuple):
 N_WEIGHTS = len(CSAWeights._fields)
 
 
-def _impl(backend: str):
-    impl = backends.get("csa", backend)
-    if impl.forward is None:
-        raise ValueError(f"backend: {backend!r} is an eager implementation of csa; the custom op "
-                         f"runs the fused backends")
-    return impl
-
-
-def _refuse_unsupported(impl, x2: Tensor) -> None:
-    """The op can be called directly (opcheck, a compiled graph): the same declaration the
-    front door resolves against is checked here before any kernel runs."""
-    why = impl.why_not(x2.device, x2.dtype, x2.shape[1])
-    if why:
-        raise ValueError(f"x2: {why}")
-
-
 @torch.library.custom_op("csakd_fast::csa_fwd", mutates_args=())
 def csa_fwd(x1: Tensor, x2: Tensor, x3: Tensor, x4: Tensor, wq: Tensor, bq: Tensor, wk: Tensor,
             bk: Tensor, wv: Tensor, bv: Tensor, wo: Tensor, bo: Tensor, wg: Optional[Tensor],
             bg: Optional[Tensor], temperature: Optional[Tensor], heads: int, attention: str,
             up1: int, up3: int, backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    impl = _impl(backend)
-    _refuse_unsupported(impl, x2)
+    impl = backends.fused("csa", backend, x2, "x2")
     w = CSAWeights(wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, temperature)
     out, stats = impl.forward(x1, x2, x3, x4, w, CSASpec(heads, attention, up1, up3))
     return (out, *stats)
@@ -131,8 +114,7 @@ def csa_bwd(dout: Tensor, x1: Tensor, x2: Tensor, x3: Tensor, x4: Tensor, wq: Te
             wg: Optional[Tensor], bg: Optional[Tensor], temperature: Optional[Tensor],
             gram: Tensor, proj: Tensor, vecs: Tensor, heads: int, attention: str, up1: int,
             up3: int, backend: str) -> List[Tensor]:
-    impl = _impl(backend)
-    _refuse_unsupported(impl, x2)
+    impl = backends.fused("csa", backend, x2, "x2")
     w = CSAWeights(wq, bq, wk, bk, wv, bv, wo, bo, wg, bg, temperature)
     return impl.backward(dout, x1, x2, x3, x4, w, CSAStats(gram, proj, vecs),
                          CSASpec(heads, attention, up1, up3))
