@@ -30,7 +30,7 @@ $(STAMP): setup.py pyproject.toml
 	@$(PY) -c "import triton" 2>/dev/null || $(PY) -m pip install -q triton \
 	  || echo "csakd_fast: no Triton wheel for this platform: the Triton tests will be skipped"
 	$(PY) -m pip install -q pybind11
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,export]"
 	@touch $@ $(NATIVE)
 
 # ninja (when present) recompiles only what changed; a failed build warns and leaves the

@@ -185,7 +185,9 @@ setup(
     package_data={"csakd_fast.training": ["presets/*.toml"]},
     entry_points={"console_scripts": ["csakd-fast = csakd_fast.cli:main"]},
     extras_require={
-        "test": ["pytest>=7", "matplotlib>=3.5"],
+        "test": ["pytest>=7", "matplotlib>=3.5", "hypothesis>=6.100", "psutil>=5.9"],
+        # ONNX export and its check in ONNX Runtime (csakd-fast export)
+        "export": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
         "bench": ["matplotlib>=3.5"],
         "triton": ["triton>=3.0"],
     },

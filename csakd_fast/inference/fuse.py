@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import _checks
-from .data.normalization import denormalize
-from .data.readers import ENVI_DATA_SUFFIXES, read_cube, write_cube
+from .. import _checks
+from ..data.normalization import denormalize
+from ..data.readers import ENVI_DATA_SUFFIXES, read_cube, write_cube
 
 
 @torch.no_grad()
@@ -67,8 +67,8 @@ def fuse_files(checkpoint, lr_hsi, hr_msi, out=None, *, device="auto", backend="
     """Read the pair, fuse it with the model of ``checkpoint`` and write the HR-HSI (the LR-HSI's
     wavelengths are kept where the format stores them). Returns the written path.
     ``backend``: a name for every fused op, {op: name} or "csa=cpp,clra=torch" (``load_checkpoint``)."""
-    from .models import load_checkpoint
-    from .training.trainer import resolve_device
+    from ..models import load_checkpoint
+    from ..training.trainer import resolve_device
 
     _checks.choice("device", device, ("auto", "cpu", "cuda"))
     dev = resolve_device(device)
